@@ -1,0 +1,105 @@
+"""Loading and saving causal LMs and their tokenizers, shared by sft.py, rl.py and evaluate.py.
+
+`--base_model` may be an HF folder or a `.gguf` file (transformers de-quantises it to float32).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def _split_gguf(path) -> tuple[str, dict]:
+    """(folder or file path, extra from_pretrained kwargs) for an HF folder or a .gguf file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path not found: {path}")
+    if path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name}
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: not a model folder (no config.json) and not a .gguf file")
+    return str(path), {}
+
+
+def load_tokenizer(path, padding_side: str = "left"):
+    """Tokenizer with pad = EOS (the documents' convention) and the given padding side."""
+    folder, extra = _split_gguf(path)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{path}: the tokenizer has no EOS token")
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def default_dtype(precision: str = "auto") -> torch.dtype:
+    """bf16 where the hardware supports it, fp32 otherwise; `precision` forces either."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return torch.float32
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_causal_lm(path, dtype=None, from_scratch: bool = False, seed: int = 0):
+    """The model of `path`, or a freshly initialised one of its config when `from_scratch`."""
+    folder, extra = _split_gguf(path)
+    if from_scratch:
+        config = AutoConfig.from_pretrained(folder, **extra)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or "auto", **extra)
+    # A GGUF-loaded model is marked as quantised; saving that marker breaks reloading.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.is_quantized = False
+    return model
+
+
+def check_vocab_matches(model, tokenizer, source):
+    """The embedding matrix must cover the tokenizer, or SID tokens index past it."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < len(tokenizer):
+        raise ValueError(
+            f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's embedding matrix "
+            f"has {rows} rows: tokenizer and checkpoint do not belong together"
+        )
+
+
+def save_pretrained_atomic(model, tokenizer, output_dir):
+    """Save model + tokenizer into a temporary sibling folder, then swap it into place."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            # transformers saves padding_side only from init_kwargs
+            tokenizer.init_kwargs["padding_side"] = tokenizer.padding_side
+            tokenizer.save_pretrained(tmp)
+        if output_dir.exists():
+            old = output_dir.with_name(f".{output_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(output_dir, old)
+            os.replace(tmp, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

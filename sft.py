@@ -1,0 +1,257 @@
+"""SFT stage: teach a causal LM to write the next item's SID (and to align SIDs with item text).
+
+    python sft.py --base_model MODEL_DIR_OR_GGUF --train_file train.csv --eval_file valid.csv \
+        --sid_index_path index.json --item_meta_path item.json --output_dir out/sft
+
+or on several processes: `torchrun --nproc_per_node N sft.py ...` (see sft.sh).
+Reads top to bottom: checks, tokenizer + SID tokens, model, datasets, Trainer, save.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import fire
+import torch
+from datasets import Dataset as HFDataset
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+import data
+from modeling import default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
+
+logger = logging.getLogger("sft")
+
+
+def freeze_all_but_new_rows(model, first_new_row: int):
+    """Train only the embedding rows of the added (SID) tokens: every other parameter is frozen and
+    gradients of the original rows are zeroed. With tied embeddings the output head shares these
+    rows; an untied head gets the same treatment. Weight decay must be 0 so frozen rows stay
+    bit-identical (AdamW's decay would move them even with zero gradient)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    trainable = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not trainable[0]:
+        trainable.append(head.weight)
+    for weight in trainable:
+        weight.requires_grad_(True)
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        mask[first_new_row:] = 1
+        weight.register_hook(lambda grad, mask=mask: grad * mask)
+    return trainable
+
+
+def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
+                                train_from_scratch=False, freeze_LLM=False, seed=42):
+    """Tokenizer with the index's SID tokens added, and the model with its embeddings resized to
+    it (new rows drawn around the mean of the existing ones, at their scale)."""
+    index = data.read_index(sid_index_path)
+    tokenizer = load_tokenizer(base_model, padding_side="right")
+    original_vocab_size = len(tokenizer)
+    new_tokens = data.add_sid_tokens(tokenizer, index)
+    logger.info("added %d SID tokens to a vocabulary of %d", len(new_tokens), original_vocab_size)
+
+    dtype = default_dtype(precision)
+    model = load_causal_lm(base_model, dtype=dtype, from_scratch=train_from_scratch, seed=seed)
+    if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if freeze_LLM:
+        if not new_tokens:
+            raise ValueError("--freeze_LLM trains only new SID tokens, but the tokenizer already has them all")
+        freeze_all_but_new_rows(model, original_vocab_size)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("model: %d parameters, %d trainable, %s", model.num_parameters(), n_trainable, dtype)
+    return model, tokenizer
+
+
+def _world_size():
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _build_train_data(train_file, index_path, item_meta_path, tokenizer, cutoff_len, sample, seed, category):
+    common = dict(tokenizer=tokenizer, max_len=cutoff_len, sample=sample, seed=seed, category=category)
+    with_meta = dict(item_file=item_meta_path, index_file=index_path)
+    datasets = [
+        data.SidSFTDataset(train_file=train_file, index_file=index_path, **common),
+        data.SidItemFeatDataset(item_file=item_meta_path, index_file=index_path, **common),
+        data.FusionSeqRecDataset(train_file=train_file, **with_meta, **common),
+        data.SFTData(train_file=train_file, **common),
+        data.TitleHistory2SidSFTDataset(train_file=train_file, **with_meta, **common),
+    ]
+    for ds in datasets:
+        logger.info("%-28s %6d examples", type(ds).__name__, len(ds))
+    items = [item for ds in datasets for item in ds.items]
+    return _to_hf(items)
+
+
+def _to_hf(items):
+    columns = {key: [item[key] for item in items] for key in ("input_ids", "attention_mask", "labels")}
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    return HFDataset.from_dict(columns)
+
+
+def train(
+    # model / data
+    base_model: str = "",
+    train_file: str = "",
+    eval_file: str = "",
+    output_dir: str = "",
+    sample: int = -1,
+    seed: int = 42,
+    # training hyper-parameters
+    batch_size: int = 128,
+    micro_batch_size: int = 4,
+    num_epochs: int = 10,
+    learning_rate: float = 3e-4,
+    cutoff_len: int = 512,
+    group_by_length: bool = False,
+    freeze_LLM: bool = False,
+    # logging and checkpoints
+    wandb_project: str = "",
+    wandb_run_name: str = "",
+    resume_from_checkpoint: str | bool | None = None,
+    category: str = "",
+    train_from_scratch: bool = False,
+    sid_index_path: str = "",
+    item_meta_path: str = "",
+    # additions (not in the documents' script)
+    precision: str = "auto",
+    eval_per_epoch: float = 2,
+    early_stopping_patience: int = 3,
+    warmup_ratio: float = 0.03,
+    eval_sample: int = -1,
+    max_steps: int = -1,
+    logging_steps: int = 10,
+):
+    """Supervised fine-tuning on the five SFT tasks concatenated.
+
+    Args:
+        base_model: HF model folder or .gguf file (the SmolLM2 GGUF: see convert_gguf.py).
+        train_file / eval_file: split CSVs; validation is SID history -> next SID on eval_file.
+        output_dir: Trainer checkpoints go here; model + tokenizer to output_dir/final_checkpoint.
+        sample: rows sampled from train_file per task (-1: all), reproducible by seed.
+        batch_size: global batch; micro_batch_size: per process per step; gradient accumulation =
+            batch_size / micro_batch_size / world size (must divide exactly).
+        cutoff_len: max tokens per example; the response is kept whole, the history cut from the left.
+        group_by_length: batch examples of similar length (less padding).
+        freeze_LLM: train only the embedding rows of the added SID tokens.
+        wandb_project: log to wandb (offline unless WANDB_MODE/WANDB_API_KEY say otherwise).
+        resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
+        category: item category, worded into the prompts (e.g. Industrial_and_Scientific).
+        train_from_scratch: random init from base_model's config instead of its weights.
+        sid_index_path / item_meta_path: index.json (SID tokens are added) and item.json.
+        precision: auto (bf16 where supported, else fp32), bf16 or fp32.
+        eval_per_epoch: evaluations (and checkpoints) per epoch; early stopping after
+            early_stopping_patience evaluations without a lower eval loss; the best is kept.
+        warmup_ratio: linear warm-up share of all steps, then a cosine schedule.
+        eval_sample: validation rows (-1: all).
+        max_steps: stop after this many optimiser steps (-1: num_epochs).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # --- checks that must fail before any work -----------------------------------------------
+    for flag, path in [("--base_model", base_model), ("--train_file", train_file),
+                       ("--eval_file", eval_file), ("--sid_index_path", sid_index_path),
+                       ("--item_meta_path", item_meta_path)]:
+        if not path:
+            raise ValueError(f"{flag} is required")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{flag} {path}: not found")
+    if not output_dir:
+        raise ValueError("--output_dir is required")
+    world_size = _world_size()
+    if batch_size % (micro_batch_size * world_size):
+        raise ValueError(
+            f"--batch_size {batch_size} is not divisible by --micro_batch_size {micro_batch_size} x "
+            f"{world_size} processes"
+        )
+    gradient_accumulation_steps = batch_size // (micro_batch_size * world_size)
+    set_seed(seed)
+
+    model, tokenizer = prepare_model_and_tokenizer(
+        base_model, sid_index_path, precision, train_from_scratch, freeze_LLM, seed
+    )
+
+    # --- data ---------------------------------------------------------------------------------
+    train_data = _build_train_data(
+        train_file, sid_index_path, item_meta_path, tokenizer, cutoff_len, sample, seed, category
+    )
+    eval_ds = data.SidSFTDataset(
+        train_file=eval_file, tokenizer=tokenizer, max_len=cutoff_len, sample=eval_sample,
+        seed=seed, category=category, index_file=sid_index_path,
+    )
+    eval_data = _to_hf(eval_ds.items)
+    logger.info("train %d examples, eval %d", len(train_data), len(eval_data))
+
+    steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
+    eval_steps = max(1, round(steps_per_epoch / eval_per_epoch))
+    report_to = "none"
+    if wandb_project:
+        os.environ["WANDB_PROJECT"] = wandb_project
+        if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
+            os.environ["WANDB_MODE"] = "offline"
+        report_to = "wandb"
+
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=micro_batch_size,
+        per_device_eval_batch_size=micro_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        num_train_epochs=num_epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_ratio,
+        lr_scheduler_type="cosine",
+        weight_decay=0.0,
+        bf16=model.dtype == torch.bfloat16,
+        logging_steps=logging_steps,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=True,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+        ddp_backend=None if torch.cuda.is_available() else ("gloo" if world_size > 1 else None),
+        report_to=report_to,
+        run_name=wandb_run_name or None,
+        seed=seed,
+        data_seed=seed,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)],
+    )
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
+    logger.info("rank %d of %d finished training at step %d",
+                trainer.args.process_index, world_size, trainer.state.global_step)
+
+    # --- save ---------------------------------------------------------------------------------
+    tokenizer.padding_side = "left"  # generation (evaluation, RL) pads prompts on the left
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        save_pretrained_atomic(trainer.model, tokenizer, Path(output_dir) / "final_checkpoint")
+        logger.info("saved %s", Path(output_dir) / "final_checkpoint")
+    return trainer
+
+
+if __name__ == "__main__":
+    fire.Fire(lambda **kwargs: train(**kwargs) and None)

@@ -1,0 +1,150 @@
+"""SFT stage on tiny from-scratch models: loss falls, checkpoints reload, freeze_LLM, resume,
+clear errors, and two processes under torchrun (gloo on CPU)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+import data
+import sft
+from tests import tiny
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sft")
+    paths = tiny.write_dataset(root / "data", n_items=16, n_users=40)
+    tok = tiny.make_tokenizer("gpt2_bpe")
+    model = tiny.make_model(tok)
+    model.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    return root, paths
+
+
+def _args(root, paths, out, **overrides):
+    args = dict(
+        base_model=str(root / "base"), train_file=str(paths["train"]), eval_file=str(paths["valid"]),
+        sid_index_path=str(paths["index"]), item_meta_path=str(paths["item"]), output_dir=str(out),
+        category=paths["category"], batch_size=16, micro_batch_size=8, num_epochs=2,
+        learning_rate=3e-3, cutoff_len=512, logging_steps=1, seed=0,
+    )
+    args.update(overrides)
+    return args
+
+
+def test_loss_falls_and_checkpoint_reloads_with_same_logits(workspace, tmp_path):
+    root, paths = workspace
+    trainer = sft.train(**_args(root, paths, tmp_path / "out", group_by_length=True))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) >= 20
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+    final = tmp_path / "out" / "final_checkpoint"
+    tok = AutoTokenizer.from_pretrained(final)
+    assert tok.padding_side == "left" and tok.pad_token == tok.eos_token
+    index = data.read_index(paths["index"])
+    data.require_sid_tokens(tok, index)
+    reloaded = AutoModelForCausalLM.from_pretrained(final).eval()
+    trained = trainer.model.eval()
+    ids = torch.tensor([tok("### Response:\n<a_0><b_1>")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, trained(ids).logits)
+    assert "quantization_config" not in json.loads((final / "config.json").read_text())
+
+
+def test_freeze_llm_moves_only_new_rows(workspace, tmp_path):
+    root, paths = workspace
+    set_seed(0)
+    initial, tok = sft.prepare_model_and_tokenizer(
+        str(root / "base"), str(paths["index"]), freeze_LLM=True, seed=0
+    )
+    initial_state = {n: p.detach().clone() for n, p in initial.state_dict().items()}
+    n_original = len(tiny.make_tokenizer("gpt2_bpe"))
+    new_ids = tok.convert_tokens_to_ids(data.sid_tokens_of_index(data.read_index(paths["index"])))
+    assert min(new_ids) == n_original and max(new_ids) == len(tok) - 1
+
+    trainer = sft.train(**_args(root, paths, tmp_path / "out", freeze_LLM=True, num_epochs=1))
+    trained = trainer.model.state_dict()
+    emb_name = next(n for n in trained if "embed_tokens" in n)
+    for name, value in trained.items():
+        if value.data_ptr() == trained[emb_name].data_ptr():  # the embedding, or a head tied to it
+            continue
+        assert torch.equal(value, initial_state[name]), f"{name} changed"
+    emb, emb0 = trained[emb_name], initial_state[emb_name]
+    assert torch.equal(emb[:n_original], emb0[:n_original]), "an original embedding row changed"
+    moved = (emb[n_original:] - emb0[n_original:]).abs().amax(dim=1)
+    assert bool((moved > 0).all()), f"{int((moved == 0).sum())} new rows did not move"
+
+
+def test_errors_before_training(workspace, tmp_path):
+    root, paths = workspace
+    with pytest.raises(FileNotFoundError, match="--base_model"):
+        sft.train(**_args(root, paths, tmp_path / "o", base_model=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match="--sid_index_path"):
+        sft.train(**_args(root, paths, tmp_path / "o", sid_index_path=str(tmp_path / "none.json")))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(data.DataFormatError, match="empty"):
+        sft.train(**_args(root, paths, tmp_path / "o", train_file=str(empty)))
+    with pytest.raises(ValueError, match="not divisible"):
+        sft.train(**_args(root, paths, tmp_path / "o", batch_size=12, micro_batch_size=8))
+
+
+def _cli(args):
+    cmd = []
+    for key, value in args.items():
+        cmd.append(f"--{key}={value}")
+    return cmd
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(tiny.REPO), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return env
+
+
+def test_resume_after_kill_reaches_same_step_count(workspace, tmp_path):
+    root, paths = workspace
+    out = tmp_path / "out"
+    args = _args(root, paths, out, num_epochs=4, eval_per_epoch=4)
+    proc = subprocess.Popen(
+        [sys.executable, str(tiny.REPO / "sft.py"), *_cli(args)], env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert checkpoints and not (out / "final_checkpoint").exists()
+    killed_at = max(int(c.name.split("-")[1]) for c in checkpoints)
+
+    reference = sft.train(**_args(root, paths, tmp_path / "ref", num_epochs=4, eval_per_epoch=4))
+    resumed = sft.train(**dict(args, resume_from_checkpoint=True))
+    assert killed_at < resumed.state.global_step == reference.state.global_step
+    assert (out / "final_checkpoint" / "model.safetensors").exists()
+
+
+def test_two_processes_under_torchrun(workspace, tmp_path):
+    root, paths = workspace
+    out = tmp_path / "ddp"
+    args = _args(root, paths, out, num_epochs=1, max_steps=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
+         str(tiny.REPO / "sft.py"), *_cli(args)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert (out / "final_checkpoint" / "model.safetensors").exists()
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 finished training at step 3" in result.stderr
