@@ -132,6 +132,7 @@ def train(
     eval_sample: int = -1,
     max_steps: int = -1,
     logging_steps: int = 10,
+    deepspeed: str = "",
 ):
     """Supervised fine-tuning on the five SFT tasks concatenated.
 
@@ -156,6 +157,7 @@ def train(
         warmup_ratio: linear warm-up share of all steps, then a cosine schedule.
         eval_sample: validation rows (-1: all).
         max_steps: stop after this many optimiser steps (-1: num_epochs).
+        deepspeed: DeepSpeed JSON config (GPUs), e.g. config/zero2_ds.json for ZeRO-2.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
@@ -228,6 +230,7 @@ def train(
         ddp_find_unused_parameters=False if world_size > 1 else None,
         ddp_backend=None if torch.cuda.is_available() else ("gloo" if world_size > 1 else None),
         report_to=report_to,
+        deepspeed=deepspeed or None,
         run_name=wandb_run_name or None,
         seed=seed,
         data_seed=seed,
