@@ -196,7 +196,7 @@ def train(
         save_total_limit=2,
         report_to=report_to,
         run_name=wandb_run_name or None,
-        ddp_backend=None if torch.cuda.is_available() else ("gloo" if world_size > 1 else None),
+        use_cpu=not torch.cuda.is_available(),  # several CPU processes: accelerate's MULTI_CPU over gloo
         deepspeed=deepspeed or None,
         remove_unused_columns=False,
         log_completions=log_completions,
@@ -214,8 +214,9 @@ def train(
         eval_dataset=eval_data, trie=trie, processing_class=tokenizer, test_prompts=test_prompts,
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
+    # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished RL at step %d",
-                trainer.args.process_index, world_size, trainer.state.global_step)
+                trainer.args.process_index, trainer.accelerator.num_processes, trainer.state.global_step)
 
     # --- save ---------------------------------------------------------------------------------
     if trainer.is_world_process_zero():

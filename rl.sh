@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RL (GRPO, ReReTrainer) for every category under DATA_ROOT, from the SFT checkpoints of sft.sh.
 #   GPUs:  NPROC=8 bash rl.sh                   (accelerate + DeepSpeed ZeRO-2, config/zero2_opt.yaml)
-#   CPU:   CPU=1 NPROC=2 bash rl.sh             (accelerate, 2 processes over gloo, config/cpu_2proc.yaml)
+#   CPU:   CPU=1 NPROC=2 bash rl.sh             (torchrun, 2 processes over gloo: accelerate's own
+#                                               CPU launcher needs MPI, torchrun does not)
 # Every variable below can be overridden from the environment; extra arguments go to rl.py.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,11 +22,13 @@ BETA=${BETA:-1e-3}
 REWARD_TYPE=${REWARD_TYPE:-ranking}
 WANDB_PROJECT=${WANDB_PROJECT:-}
 PYTHON=${PYTHON:-python}
+MASTER_PORT=${MASTER_PORT:-29500}
 if [ "${CPU:-0}" = 1 ]; then
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-    CONFIG=${CONFIG:-config/cpu_2proc.yaml}
+    LAUNCH=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "$MASTER_PORT")
 else
-    CONFIG=${CONFIG:-config/zero2_opt.yaml}
+    LAUNCH=("$PYTHON" -m accelerate.commands.launch --config_file "${CONFIG:-config/zero2_opt.yaml}"
+            --num_processes "$NPROC" --main_process_port "$MASTER_PORT")
 fi
 
 for category in $CATEGORIES; do
@@ -34,7 +37,7 @@ for category in $CATEGORIES; do
     eval_file=$(ls "$dir"/*valid*.csv | head -1)
     test_file=$(ls "$dir"/*test*.csv | head -1)
     echo "== RL $category"
-    "$PYTHON" -m accelerate.commands.launch --config_file "$CONFIG" --num_processes "$NPROC" rl.py \
+    "${LAUNCH[@]}" rl.py \
         --model_path "$SFT_ROOT/$category/final_checkpoint" \
         --train_file "$train_file" \
         --eval_file "$eval_file" \

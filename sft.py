@@ -228,7 +228,7 @@ def train(
         length_column_name="length",
         remove_unused_columns=True,
         ddp_find_unused_parameters=False if world_size > 1 else None,
-        ddp_backend=None if torch.cuda.is_available() else ("gloo" if world_size > 1 else None),
+        use_cpu=not torch.cuda.is_available(),  # several CPU processes: accelerate's MULTI_CPU over gloo
         report_to=report_to,
         deepspeed=deepspeed or None,
         run_name=wandb_run_name or None,
@@ -244,8 +244,9 @@ def train(
         callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)],
     )
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
+    # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished training at step %d",
-                trainer.args.process_index, world_size, trainer.state.global_step)
+                trainer.args.process_index, trainer.accelerator.num_processes, trainer.state.global_step)
 
     # --- save ---------------------------------------------------------------------------------
     tokenizer.padding_side = "left"  # generation (evaluation, RL) pads prompts on the left

@@ -1,0 +1,192 @@
+"""RL stage: rewards on hand-made groups, candidate selection, a policy that learns a rewarded item,
+resume, clear errors, and two processes (torchrun, gloo) giving the single-process advantages."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import data
+import rl
+from LogitProcessor import SidTrie, score_completions
+from minionerec_trainer import ReReConfig, ReReTrainer, select_candidates
+from rewards import build_reward_funcs, make_ranking_reward, make_semantic_reward, ndcg_penalties, rule_reward
+from tests import tiny
+
+A, B, C, D = "<a_0><b_0><c_0>", "<a_0><b_0><c_1>", "<a_0><b_0><c_2>", "<a_0><b_0><c_3>"
+
+
+# --- rewards ------------------------------------------------------------------------------------
+
+
+def test_rule_reward_is_per_row_even_for_identical_prompts():
+    # two rows with the same history (same prompt) and different targets keep their own targets
+    completions = [A, A, B, B]
+    targets = [A, A, B, A]
+    assert rule_reward(completions=completions, target_sid=targets) == [1.0, 1.0, 1.0, 0.0]
+    assert rule_reward(completions=["<a_9>garbage", A], target_sid=[A, A]) == [0.0, 1.0]
+
+
+def test_ranking_reward_hand_computed():
+    g = 6
+    w = [1 / math.log2(i + 2) for i in range(g)]
+    w = [x / sum(w) for x in w]
+    reward = make_ranking_reward(g)
+    others = ["<a_1><b_0><c_%d>" % i for i in range(g)]
+    hit_at_0 = [A] + others[1:]
+    hit_at_5 = others[:5] + [A]
+    no_hit = others
+    got = reward(completions=hit_at_0 + hit_at_5 + no_hit, target_sid=[A] * (3 * g))
+    assert got[:g] == pytest.approx([0.0] + [-x for x in w[1:]])
+    assert got[g:2 * g] == pytest.approx([-x for x in w[:5]] + [0.0])
+    assert got[2 * g:] == [0.0] * g
+    assert ndcg_penalties(g).sum().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="groups of 6"):
+        reward(completions=[A] * 5, target_sid=[A] * 5)
+
+
+def test_semantic_reward_and_missing_files(tmp_path):
+    index = {"0": ["<a_0>", "<b_0>", "<c_0>"], "1": ["<a_0>", "<b_0>", "<c_1>"], "2": ["<a_0>", "<b_0>", "<c_2>"]}
+    emb = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32)
+    np.save(tmp_path / "emb.npy", emb)
+    reward = make_semantic_reward(tmp_path / "emb.npy", index)
+    got = reward(completions=[A, B, C, "<a_7><b_7><c_7>"], target_sid=[A, A, A, A])
+    assert got == pytest.approx([1.0, 0.0, 1 / math.sqrt(2), 0.0])
+    with pytest.raises(ValueError, match="--ada_path"):
+        build_reward_funcs("semantic", 4, index, beam_search=False)
+    with pytest.raises(FileNotFoundError, match="--ada_path"):
+        build_reward_funcs("semantic", 4, index, beam_search=False, ada_path=str(tmp_path / "none.npy"))
+    with pytest.raises(ValueError, match="--cf_path"):
+        build_reward_funcs("sasrec", 4, index, beam_search=False)
+    with pytest.raises(FileNotFoundError, match="--cf_path"):
+        build_reward_funcs("sasrec", 4, index, beam_search=False, cf_path=str(tmp_path / "none.pt"))
+    with pytest.raises(ValueError, match="beam"):
+        build_reward_funcs("ranking", 4, index, beam_search=False)
+
+
+def test_select_candidates_dynamic_sampling_and_add_gt():
+    # sampled candidates (with repeats), rollout order kept
+    items = torch.tensor([[5, 5, 7, 5, 9, 3], [1, 2, 2, 4, 4, 4]])
+    targets = torch.tensor([3, 8])
+    kept = select_candidates(items, targets, 4, dynamic_sampling=True, add_gt=False)
+    # row 0: the target 3 first, then first occurrences 5, 7, 9 (the repeated 5s lose to them)
+    assert kept.tolist()[0] == [5, 7, 9, 3]
+    # row 1: target absent; first occurrences 1, 2, 4 then the most frequent repeat (4)
+    assert sorted(kept.tolist()[1]) == [1, 2, 4, 4]
+    with_gt = select_candidates(items, targets, 4, dynamic_sampling=True, add_gt=True)
+    assert with_gt.tolist()[0] == [5, 7, 9, 3]  # already there: unchanged
+    assert with_gt[1, -1].item() == 8 and with_gt[1, :3].tolist() == kept[1, :3].tolist()
+    plain = select_candidates(items, targets, 4, dynamic_sampling=False, add_gt=False)
+    assert plain.tolist() == items[:, :4].tolist()
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny from-scratch 'SFT checkpoint' (model + tokenizer with SID tokens) and its data."""
+    root = tmp_path_factory.mktemp("rl")
+    paths = tiny.write_dataset(root / "data", n_items=8, n_users=16, seq_len=5)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(paths["index"]))
+    model = tiny.make_model(tok)
+    model.save_pretrained(root / "ckpt")
+    tok.save_pretrained(root / "ckpt")
+    return root, paths
+
+
+def _rl_args(root, paths, out, **overrides):
+    args = dict(
+        model_path=str(root / "ckpt"), train_file=str(paths["train"]), eval_file=str(paths["valid"]),
+        info_file=str(paths["info"]), sid_index_path=str(paths["index"]),
+        item_meta_path=str(paths["item"]), output_dir=str(out), category=paths["category"],
+        train_batch_size=8, eval_batch_size=8, num_generations=4, beam_search=True,
+        reward_type="ranking", max_steps=2, eval_step=1000, save_steps=1, learning_rate=1e-3,
+        beta=0.04, eval_sample=8, seed=0,
+    )
+    args.update(overrides)
+    return args
+
+
+def test_policy_learns_a_rewarded_item(checkpoint, tmp_path):
+    root, paths = checkpoint
+    tok = rl.load_tokenizer(root / "ckpt")
+    model = rl.load_causal_lm(root / "ckpt")
+    trie = SidTrie.from_info_file(paths["info"], tok)
+    favourite = trie.sids[5]
+    rows = data.SidDataset(train_file=paths["train"], tokenizer=tok, max_len=512, category="Toy_Store")
+    train_data = rl._to_hf(rows.items)
+
+    def favourite_reward(completions, **kwargs):
+        return [float(c.strip() == favourite) for c in completions]
+
+    probe = [x["prompt_ids"] for x in rows.items[:6]]
+    before = score_completions(model, trie, probe)[:, 5].exp().mean().item()
+    args = ReReConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_steps=8,
+        learning_rate=5e-3, beta=0.0, temperature=1.0, max_completion_length=trie.depth,
+        logging_steps=1, save_strategy="no", report_to="none", remove_unused_columns=False, seed=0,
+        bf16=False,
+    )
+    trainer = ReReTrainer(model=model, reward_funcs=[favourite_reward], args=args,
+                          train_dataset=train_data, trie=trie, processing_class=tok)
+    trainer.train()
+    after = score_completions(model, trie, probe)[:, 5].exp().mean().item()
+    assert after > 2 * before, (before, after)
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    assert all("time/generation_s_per_step" in h and "frac_reward_zero_std" in h for h in logged)
+
+
+def test_errors_before_training(checkpoint, tmp_path):
+    root, paths = checkpoint
+    with pytest.raises(ValueError, match="not divisible by --num_generations"):
+        rl.train(**_rl_args(root, paths, tmp_path, train_batch_size=6))
+    with pytest.raises(ValueError, match="--cf_path"):
+        rl.train(**_rl_args(root, paths, tmp_path, reward_type="sasrec"))
+    with pytest.raises(FileNotFoundError, match="--info_file"):
+        rl.train(**_rl_args(root, paths, tmp_path, info_file=str(tmp_path / "none.txt")))
+    other = tiny.make_tokenizer("gpt2_bpe")  # no SID tokens: a tokenizer from another checkpoint
+    other.save_pretrained(tmp_path / "bad")
+    tiny.make_model(other).save_pretrained(tmp_path / "bad")
+    with pytest.raises(ValueError, match="SID tokens"):
+        rl.train(**_rl_args(root, paths, tmp_path, model_path=str(tmp_path / "bad")))
+
+
+def test_resume_from_checkpoint(checkpoint, tmp_path):
+    root, paths = checkpoint
+    first = rl.train(**_rl_args(root, paths, tmp_path, max_steps=2))
+    assert first.state.global_step == 2 and (tmp_path / "checkpoint-2").is_dir()
+    resumed = rl.train(**_rl_args(root, paths, tmp_path, max_steps=3, resume_from_checkpoint=True))
+    assert resumed.state.global_step == 3
+    steps = [h["step"] for h in resumed.state.log_history if "loss" in h]
+    assert steps == [1, 2, 3]
+    assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
+
+
+def test_two_processes_give_single_process_advantages(checkpoint, tmp_path):
+    root, paths = checkpoint
+    args = _rl_args(root, paths, tmp_path / "out", max_steps=2, log_completions=True, save_steps=100)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571",
+           str(tiny.REPO / "rl.py")] + [f"--{k}={v}" for k, v in args.items()]
+    env = dict(os.environ, PYTHONPATH=str(tiny.REPO), OMP_NUM_THREADS="1")
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 finished RL at step 2" in result.stderr, result.stderr[-2000:]
+    tables = sorted((tmp_path / "out" / "completions").glob("*.parquet"))
+    assert len(tables) == 2
+    for table in tables:
+        df = pd.read_parquet(table)
+        assert len(df) == 2 * 8  # both processes' groups are there
+        reward = (df["rule_reward"] + df["ranking_reward"]).to_numpy().reshape(-1, 4)
+        # the single-process computation: group-normalised rewards (TRL's epsilon 1e-4)
+        expected = (reward - reward.mean(1, keepdims=True)) / (reward.std(1, ddof=1, keepdims=True) + 1e-4)
+        np.testing.assert_allclose(df["advantage"].to_numpy(), expected.flatten(), atol=1e-4)
+        # each group is one prompt with G distinct beams
+        for group in np.split(df["completion"].to_numpy(), len(df) // 4):
+            assert len(set(group)) == 4
