@@ -98,7 +98,7 @@ def make_sasrec_reward(cf_path, index):
     @torch.no_grad()
     def sasrec_reward(completions, history_item_ids, **kwargs) -> list[float]:
         predicted = lookup.items(completions)
-        states, lengths = sasrec.histories_to_states(model, history_item_ids)
+        states, lengths = model.states_from_histories(history_item_ids)
         probs = torch.softmax(model.forward_eval(states, lengths).float(), dim=-1)
         valid = (predicted >= 0) & (predicted < probs.shape[1])
         picked = probs.gather(1, predicted.clamp(0, probs.shape[1] - 1)[:, None]).squeeze(1)
