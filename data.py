@@ -69,6 +69,10 @@ class SplitRow:
 # atomic writing
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_write(path, mode="w", **open_kwargs):
     """Open a temporary sibling of `path` for writing; rename it over `path` on success only."""
@@ -80,6 +84,7 @@ def atomic_write(path, mode="w", **open_kwargs):
             open_kwargs.setdefault("encoding", "utf-8")
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
