@@ -55,7 +55,7 @@ def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
     """Tokenizer with the index's SID tokens added, and the model with its embeddings resized to
     it (new rows drawn around the mean of the existing ones, at their scale)."""
     index = data.read_index(sid_index_path)
-    tokenizer = load_tokenizer(base_model, padding_side="right")
+    tokenizer = load_tokenizer(base_model, padding_side="left")
     original_vocab_size = len(tokenizer)
     new_tokens = data.add_sid_tokens(tokenizer, index)
     logger.info("added %d SID tokens to a vocabulary of %d", len(new_tokens), original_vocab_size)
@@ -72,6 +72,37 @@ def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("model: %d parameters, %d trainable, %s", model.num_parameters(), n_trainable, dtype)
     return model, tokenizer
+
+
+class ResponseOnlyTrainer(Trainer):
+    """Trainer whose loss computes the LM head only where it is needed. Batches are left-padded, so
+    every response ends at the last position; the logits of the last `keep` positions cover all
+    responses of the batch. Prompts are most of each sequence and the vocabulary is large (49k for
+    SmolLM2), so this skips most of the head's work. Position ids follow the attention mask, as in
+    generation, so left padding does not shift positions."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_is_scaled_for_ga = False  # a per-micro-batch token mean; Trainer divides by GA
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        attention_mask = inputs["attention_mask"]
+        is_response = labels != -100
+        first_response = torch.where(is_response.any(1), is_response.int().argmax(1), labels.shape[1])
+        keep = int((labels.shape[1] - first_response).max()) + 1
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=attention_mask,
+            position_ids=(attention_mask.long().cumsum(1) - 1).clamp(min=0),
+            logits_to_keep=keep,
+        )
+        logits = outputs.logits[:, :-1].float()
+        targets = labels[:, labels.shape[1] - keep + 1:]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
+        return (loss, outputs) if return_outputs else loss
 
 
 def _world_size():
@@ -224,6 +255,7 @@ def train(
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
+        prediction_loss_only=True,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=True,
@@ -235,7 +267,7 @@ def train(
         seed=seed,
         data_seed=seed,
     )
-    trainer = Trainer(
+    trainer = ResponseOnlyTrainer(
         model=model,
         args=args,
         train_dataset=train_data,
@@ -249,7 +281,6 @@ def train(
                 trainer.args.process_index, trainer.accelerator.num_processes, trainer.state.global_step)
 
     # --- save ---------------------------------------------------------------------------------
-    tokenizer.padding_side = "left"  # generation (evaluation, RL) pads prompts on the left
     if trainer.is_world_process_zero():
         trainer.save_state()
         save_pretrained_atomic(trainer.model, tokenizer, Path(output_dir) / "final_checkpoint")

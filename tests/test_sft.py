@@ -148,3 +148,22 @@ def test_two_processes_under_torchrun(workspace, tmp_path):
     assert (out / "final_checkpoint" / "model.safetensors").exists()
     for rank in (0, 1):
         assert f"rank {rank} of 2 finished training at step 3" in result.stderr
+
+
+def test_response_only_loss_equals_full_loss(workspace):
+    """The fast loss (LM head on the last positions of left-padded batches) against the plain
+    reference: HF's own loss over full logits with the same position ids."""
+    root, paths = workspace
+    from transformers import DataCollatorForSeq2Seq
+
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]))
+    items = data.SidSFTDataset(train_file=paths["train"], tokenizer=tok, max_len=512, sample=6).items
+    items += data.SFTData(train_file=paths["train"], tokenizer=tok, max_len=512, sample=6).items
+    batch = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt")(items)
+    assert batch["input_ids"].shape[1] > max(len(x["input_ids"]) for x in items) - 1
+    assert bool((batch["attention_mask"][:, 0] == 0).any()), "the batch is left-padded"
+    with torch.no_grad():
+        fast = sft.ResponseOnlyTrainer.compute_loss(None, model, batch)
+        positions = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        full = model(**batch, position_ids=positions).loss
+    assert fast.item() == pytest.approx(full.item(), rel=1e-5)
