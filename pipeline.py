@@ -33,12 +33,12 @@ logger = logging.getLogger("pipeline")
 
 # Settings of the default small run: sized so the whole pipeline takes minutes on 2 CPU cores.
 PROFILES = {
-    "small": dict(backbone_dir="smol-small", train_from_scratch=False, sft_sample=3000, sft_epochs=3,
-                  sft_lr=2e-3, sft_batch=32, sft_micro=16, rl_steps=30, rl_lr=1e-4, rl_batch=16,
-                  rl_generations=8, test_rows=400, num_beams=20),
-    "smollm2": dict(backbone_dir="SmolLM2-135M-Instruct", train_from_scratch=False, sft_sample=3000,
-                    sft_epochs=2, sft_lr=3e-4, sft_batch=32, sft_micro=8, rl_steps=20, rl_lr=1e-5,
-                    rl_batch=16, rl_generations=8, test_rows=400, num_beams=20),
+    "small": dict(backbone_dir="smol-small", sft_sample=500, sft_epochs=1, sft_lr=3e-3, sft_batch=16,
+                  sft_micro=16, cutoff_len=256, rl_steps=10, rl_lr=1e-4, rl_batch=16, rl_generations=8,
+                  test_rows=200, num_beams=20, sasrec_epochs=10),
+    "smollm2": dict(backbone_dir="SmolLM2-135M-Instruct", sft_sample=500, sft_epochs=1, sft_lr=3e-4,
+                    sft_batch=16, sft_micro=8, cutoff_len=256, rl_steps=10, rl_lr=1e-5, rl_batch=16,
+                    rl_generations=8, test_rows=200, num_beams=20, sasrec_epochs=10),
 }
 
 
@@ -117,7 +117,7 @@ def main(argv=None):
     baselines = run_dir / "baselines"
     pipe.stage("sasrec", [py, "sasrec.py", "--model", "SASRec", "--train_file", split["train"],
                           "--valid_file", split["valid"], "--test_file", split["test"],
-                          "--index_file", str(d / "index.json"), "--epoch", "15", "--early_stop", "3",
+                          "--index_file", str(d / "index.json"), "--epoch", str(profile["sasrec_epochs"]), "--early_stop", "3",
                           "--result_json_path", str(baselines / "sasrec.json"),
                           "--checkpoint_path", str(baselines / "sasrec.pt")])
 
@@ -129,8 +129,7 @@ def main(argv=None):
         "--sample", str(profile["sft_sample"]), "--eval_sample", "300",
         "--num_epochs", str(profile["sft_epochs"]), "--learning_rate", str(profile["sft_lr"]),
         "--batch_size", str(profile["sft_batch"]), "--micro_batch_size", str(profile["sft_micro"]),
-        "--cutoff_len", "512", "--group_by_length", "True", "--train_from_scratch", str(profile["train_from_scratch"]),
-        "--seed", "42"])
+        "--cutoff_len", str(profile["cutoff_len"]), "--group_by_length", "True", "--seed", "42"])
 
     def evaluate(name, checkpoint):
         predictions = run_dir / "eval" / f"{name}_predictions.json"
@@ -156,7 +155,7 @@ def main(argv=None):
         "--num_generations", str(profile["rl_generations"]), "--max_steps", str(profile["rl_steps"]),
         "--learning_rate", str(profile["rl_lr"]), "--beta", "0.04", "--beam_search", "True",
         "--reward_type", "ranking", "--eval_step", "1000000", "--eval_sample", "32",
-        "--save_steps", "10", "--seed", "42"])
+        "--save_steps", "10", "--cutoff_len", str(profile["cutoff_len"]), "--seed", "42"])
     pipe.stage("eval_rl", *evaluate("rl", rl_dir / "final_checkpoint"))
 
     report_dir = REPO / "results" / run_dir.name

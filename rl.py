@@ -23,6 +23,7 @@ from transformers import set_seed
 import data
 from LogitProcessor import SidTrie
 from minionerec_trainer import ReReConfig, ReReTrainer
+from runtime import report_to, require_paths
 from modeling import check_vocab_matches, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rewards import build_reward_funcs
 
@@ -114,13 +115,8 @@ def train(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
-    for flag, path in [("--model_path", model_path), ("--train_file", train_file),
-                       ("--eval_file", eval_file), ("--info_file", info_file),
-                       ("--sid_index_path", sid_index_path), ("--item_meta_path", item_meta_path)]:
-        if not path:
-            raise ValueError(f"{flag} is required")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{flag} {path}: not found")
+    require_paths(model_path=model_path, train_file=train_file, eval_file=eval_file, info_file=info_file,
+                  sid_index_path=sid_index_path, item_meta_path=item_meta_path)
     if not output_dir:
         raise ValueError("--output_dir is required")
     if dapo and gspo:
@@ -163,13 +159,6 @@ def train(
         test_prompts = data.EvalSidDataset(train_file=test_file or eval_file, index_file=sid_index_path,
                                            sample=test_sample, **common).items
 
-    report_to = "none"
-    if wandb_project:
-        os.environ["WANDB_PROJECT"] = wandb_project
-        if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
-            os.environ["WANDB_MODE"] = "offline"
-        report_to = "wandb"
-
     args = ReReConfig(
         output_dir=output_dir,
         seed=seed,
@@ -194,7 +183,7 @@ def train(
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=2,
-        report_to=report_to,
+        report_to=report_to(wandb_project),
         run_name=wandb_run_name or None,
         use_cpu=not torch.cuda.is_available(),  # several CPU processes: accelerate's MULTI_CPU over gloo
         deepspeed=deepspeed or None,

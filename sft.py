@@ -26,6 +26,7 @@ from transformers import (
 )
 
 import data
+from runtime import report_to, require_paths
 from modeling import default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
 
 logger = logging.getLogger("sft")
@@ -192,13 +193,8 @@ def train(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
-    for flag, path in [("--base_model", base_model), ("--train_file", train_file),
-                       ("--eval_file", eval_file), ("--sid_index_path", sid_index_path),
-                       ("--item_meta_path", item_meta_path)]:
-        if not path:
-            raise ValueError(f"{flag} is required")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{flag} {path}: not found")
+    require_paths(base_model=base_model, train_file=train_file, eval_file=eval_file,
+                  sid_index_path=sid_index_path, item_meta_path=item_meta_path)
     if not output_dir:
         raise ValueError("--output_dir is required")
     world_size = _world_size()
@@ -227,13 +223,6 @@ def train(
 
     steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
     eval_steps = max(1, round(steps_per_epoch / eval_per_epoch))
-    report_to = "none"
-    if wandb_project:
-        os.environ["WANDB_PROJECT"] = wandb_project
-        if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
-            os.environ["WANDB_MODE"] = "offline"
-        report_to = "wandb"
-
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=micro_batch_size,
@@ -261,7 +250,7 @@ def train(
         remove_unused_columns=True,
         ddp_find_unused_parameters=False if world_size > 1 else None,
         use_cpu=not torch.cuda.is_available(),  # several CPU processes: accelerate's MULTI_CPU over gloo
-        report_to=report_to,
+        report_to=report_to(wandb_project),
         deepspeed=deepspeed or None,
         run_name=wandb_run_name or None,
         seed=seed,

@@ -1,0 +1,26 @@
+"""Start-of-run helpers shared by the training scripts (sft.py, rl.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def require_paths(**flags):
+    """Fail before any work when a required path flag is empty or names nothing."""
+    for flag, path in flags.items():
+        if not path:
+            raise ValueError(f"--{flag} is required")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--{flag} {path}: not found")
+
+
+def report_to(wandb_project: str) -> str:
+    """TrainingArguments.report_to: wandb only when a project is named, and then offline unless
+    WANDB_MODE / WANDB_API_KEY say otherwise (no login prompt, no network by surprise)."""
+    if not wandb_project:
+        return "none"
+    os.environ["WANDB_PROJECT"] = wandb_project
+    if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    return "wandb"
