@@ -356,7 +356,8 @@ def write_split_csv(rows: Iterable[dict | SplitRow], path):
 
 def add_sid_tokens(tokenizer, index: dict[str, list[str]]) -> list[str]:
     """Add the index's SID tokens the tokenizer lacks (as ordinary added tokens); returns them."""
-    new_tokens = [t for t in sid_tokens_of_index(index) if t not in tokenizer.get_vocab()]
+    vocab = tokenizer.get_vocab()  # a fresh dict per call: build it once
+    new_tokens = [t for t in sid_tokens_of_index(index) if t not in vocab]
     if new_tokens:
         tokenizer.add_tokens(new_tokens)
     return new_tokens

@@ -1,0 +1,143 @@
+"""HR@K and NDCG@K of predictions files (DESIGN.md "Metrics"), as a table, JSON and PNG.
+
+    python calc.py --path results/final_result_Office_Products.json --item_path data/info.txt
+
+A predictions file is a JSON list of test rows, each with "output" (the target SID; upstream
+files may hold a one-element list) and "predict" (ranked SIDs). K runs over {1,3,5,10,20,50}, those
+not above the beam count (the shortest "predict" list). Invalid predictions (SIDs not in
+`--item_path`, an info.txt) and repeated SIDs within one list are counted; both must be 0 for a
+constrained decoder, so a non-zero count fails the run unless --allow_invalid.
+
+Writes <path stem>_metrics.json and <path stem>_metrics.png next to the first --path unless
+--out_json / --out_png say otherwise. From Python: `compute_metrics(predictions, valid_sids, ks)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import data
+import metrics
+
+
+def _clean(sid) -> str:
+    if isinstance(sid, (list, tuple)):
+        sid = sid[0] if sid else ""
+    return str(sid).strip().strip('"').strip()
+
+
+def compute_metrics(predictions, valid_sids=None, ks=None) -> dict:
+    """Metrics of a list of prediction rows ({"output", "predict"}).
+
+    Returns {"HR@K": .., "NDCG@K": .. for each K, "ks", "n_rows", "num_beams",
+    "invalid_predictions" (None without valid_sids), "duplicate_predictions"}."""
+    if not predictions:
+        raise ValueError("no prediction rows")
+    predicted, targets = [], []
+    for i, row in enumerate(predictions):
+        if "predict" not in row or "output" not in row:
+            raise ValueError(f"prediction row {i} has no 'predict' / 'output' field: keys {sorted(row)}")
+        predicted.append([_clean(p) for p in row["predict"]])
+        targets.append(_clean(row["output"]))
+    num_beams = min(len(p) for p in predicted)
+    if num_beams == 0:
+        raise ValueError("a prediction row has an empty 'predict' list")
+    ks = list(ks) if ks is not None else metrics.ks_up_to(num_beams)
+    if not ks:
+        raise ValueError(f"no K in {metrics.DEFAULT_KS} is within the beam count {num_beams}")
+    result = metrics.hr_ndcg(metrics.target_ranks(predicted, targets), ks)
+    valid = set(valid_sids) if valid_sids is not None else None
+    result.update(
+        ks=ks,
+        n_rows=len(predicted),
+        num_beams=num_beams,
+        invalid_predictions=None if valid is None else sum(p not in valid for row in predicted for p in row),
+        duplicate_predictions=sum(len(row) - len(set(row)) for row in predicted),
+    )
+    return result
+
+
+def load_predictions(path) -> list:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: predictions file not found")
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)
+    if not isinstance(rows, list):
+        raise data.DataFormatError(path, "expected a JSON list of prediction rows")
+    return rows
+
+
+def plot_metrics(results: dict, path) -> None:
+    """PNG of HR@K and NDCG@K against K, one line per predictions file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, res in results.items():
+        label = Path(name).stem
+        for ax, metric in zip(axes, ("HR", "NDCG")):
+            ys = [res[f"{metric}@{k}"] for k in res["ks"]]
+            ax.plot(res["ks"], ys, marker="o", label=label)
+            for k, y in zip(res["ks"], ys):
+                ax.annotate(f"{y:.3f}", (k, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
+    for ax, metric in zip(axes, ("HR", "NDCG")):
+        ax.set_xscale("log")
+        ks = sorted({k for res in results.values() for k in res["ks"]})
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{metric}@K")
+        ax.set_title(f"{metric}@K")
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    n = next(iter(results.values()))
+    fig.suptitle(f"{len(results)} run(s); {n['n_rows']} test rows, {n['num_beams']} beams")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with data.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", nargs="+", required=True, help="predictions JSON file(s) (evaluate.py output)")
+    parser.add_argument("--item_path", required=True, help="info.txt of the catalogue (SID<TAB>title<TAB>item_id)")
+    parser.add_argument("--out_json", default=None, help="metrics JSON (default: <path stem>_metrics.json)")
+    parser.add_argument("--out_png", default=None, help="metrics plot (default: <path stem>_metrics.png)")
+    parser.add_argument("--allow_invalid", action="store_true", help="exit 0 even with invalid/repeated predictions")
+    args = parser.parse_args(argv)
+
+    item_path = args.item_path if str(args.item_path).endswith(".txt") else f"{args.item_path}.txt"
+    valid_sids = {sid for sid, _, _ in data.read_info(item_path)}
+    results = {p: compute_metrics(load_predictions(p), valid_sids) for p in args.path}
+    ks = sorted({k for r in results.values() for k in r["ks"]})
+    print(metrics.format_table({Path(p).name: r for p, r in results.items()}, ks))
+    bad = False
+    for p, r in results.items():
+        print(f"{Path(p).name}: {r['n_rows']} rows, {r['num_beams']} beams, "
+              f"invalid predictions {r['invalid_predictions']}, repeated predictions {r['duplicate_predictions']}")
+        bad |= bool(r["invalid_predictions"] or r["duplicate_predictions"])
+    first = Path(args.path[0])
+    out_json = args.out_json or str(first.with_name(first.stem + "_metrics.json"))
+    out_png = args.out_png or str(first.with_name(first.stem + "_metrics.png"))
+    data.write_json(results if len(results) > 1 else next(iter(results.values())), out_json, indent=2)
+    plot_metrics(results, out_png)
+    print(f"saved {out_json} and {out_png}")
+    if bad and not args.allow_invalid:
+        print("ERROR: predictions outside the catalogue or repeated within a list (must be 0)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Evaluate one checkpoint on every category: constrained beam search over the valid SIDs
+# (evaluate.py, NPROC processes merged into one predictions file), then HR@K / NDCG@K (calc.py:
+# table, JSON and PNG next to the predictions).
+#
+#   MODEL=output/sft/final_checkpoint bash evaluate.sh                 # every category in DATA_ROOT
+#   MODEL=... NPROC=8 bash evaluate.sh Industrial_and_Scientific Office_Products
+#
+# Settings (environment):
+#   MODEL        HF checkpoint folder with its tokenizer (SFT or RL final_checkpoint)
+#   DATA_ROOT    folder of <category>/{test.csv,info.txt} (default ../shared/data); the upstream
+#                layout DATA_ROOT/test/<category>*11.csv + DATA_ROOT/info/<category>*.txt also works
+#   NPROC        processes (default: the number of GPUs, else 2 CPU processes with gloo)
+#   OUT_DIR      where predictions and metrics go (default ./results/<model folder name>)
+#   NUM_BEAMS (50), BATCH_SIZE (8), MAX_NEW_TOKENS (256), LENGTH_PENALTY (0.0), SEED (42),
+#   MAX_ROWS (0 = all test rows), PYTHON (python)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MODEL=${MODEL:-./output/rl/final_checkpoint}
+DATA_ROOT=${DATA_ROOT:-../shared/data}
+NUM_BEAMS=${NUM_BEAMS:-50}
+BATCH_SIZE=${BATCH_SIZE:-8}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-256}
+LENGTH_PENALTY=${LENGTH_PENALTY:-0.0}
+SEED=${SEED:-42}
+MAX_ROWS=${MAX_ROWS:-0}
+PYTHON=${PYTHON:-python}
+if [[ -z "${NPROC:-}" ]]; then
+    NPROC=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
+    [[ "$NPROC" -ge 1 ]] || NPROC=2
+fi
+OUT_DIR=${OUT_DIR:-./results/$(basename "$MODEL")}
+
+if [[ ! -d "$MODEL" ]]; then
+    echo "Error: MODEL=$MODEL is not a checkpoint folder; set MODEL=<sft or rl final_checkpoint>" >&2
+    exit 1
+fi
+
+if [[ $# -gt 0 ]]; then
+    categories=("$@")
+else
+    categories=()
+    for dir in "$DATA_ROOT"/*/; do
+        [[ -f "$dir/test.csv" && -f "$dir/info.txt" ]] && categories+=("$(basename "$dir")")
+    done
+    if [[ ${#categories[@]} -eq 0 ]]; then
+        echo "Error: no <category>/test.csv + info.txt under DATA_ROOT=$DATA_ROOT; name the categories" >&2
+        exit 1
+    fi
+fi
+
+mkdir -p "$OUT_DIR"
+failed=0
+for category in "${categories[@]}"; do
+    test_file="$DATA_ROOT/$category/test.csv"
+    info_file="$DATA_ROOT/$category/info.txt"
+    if [[ ! -f "$test_file" ]]; then
+        test_file=$(ls "$DATA_ROOT"/test/"${category}"*11.csv 2>/dev/null | head -1 || true)
+        info_file=$(ls "$DATA_ROOT"/info/"${category}"*.txt 2>/dev/null | head -1 || true)
+    fi
+    if [[ ! -f "$test_file" || ! -f "$info_file" ]]; then
+        echo "Error: no test.csv / info.txt for category $category under $DATA_ROOT" >&2
+        failed=1
+        continue
+    fi
+    result="$OUT_DIR/final_result_${category}.json"
+    echo "== $category: $MODEL, $NPROC process(es), $NUM_BEAMS beams -> $result"
+    if [[ "$NPROC" -gt 1 ]]; then
+        launch=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC")
+    else
+        launch=("$PYTHON")
+    fi
+    if ! "${launch[@]}" evaluate.py \
+            --base_model "$MODEL" \
+            --info_file "$info_file" \
+            --category "$category" \
+            --test_data_path "$test_file" \
+            --result_json_data "$result" \
+            --batch_size "$BATCH_SIZE" \
+            --num_beams "$NUM_BEAMS" \
+            --max_new_tokens "$MAX_NEW_TOKENS" \
+            --temperature 1.0 \
+            --guidance_scale 1.0 \
+            --length_penalty "$LENGTH_PENALTY" \
+            --seed "$SEED" \
+            --K "$MAX_ROWS"; then
+        echo "Error: evaluation failed for $category" >&2
+        failed=1
+        continue
+    fi
+    "$PYTHON" calc.py --path "$result" --item_path "$info_file" || failed=1
+done
+[[ $failed -eq 0 ]] && echo "All categories evaluated; results in $OUT_DIR" || echo "Some categories failed" >&2
+exit $failed
