@@ -32,12 +32,16 @@ REPO = Path(__file__).resolve().parent
 logger = logging.getLogger("pipeline")
 
 # Settings of the default small run: sized so the whole pipeline takes minutes on 2 CPU cores.
+# The SFT mix of a small run: most rows on the evaluated task (SID history -> next SID), a few on
+# the alignment tasks; the documents' full recipe is all five tasks on every row (no --tasks).
+SFT_TASK_ROWS = ("sid_history_to_sid:2500,sid_title:600,sid_history_to_title:150,"
+                 "title_history_to_title:150,title_history_to_sid:150")
 PROFILES = {
-    "small": dict(backbone_dir="smol-small", sft_sample=500, sft_epochs=1, sft_lr=3e-3, sft_batch=16,
-                  sft_micro=16, cutoff_len=256, rl_steps=10, rl_lr=1e-4, rl_batch=16, rl_generations=8,
+    "small": dict(backbone_dir="smol-small", sft_epochs=1, sft_lr=3e-3, sft_batch=16,
+                  sft_micro=16, cutoff_len=256, rl_steps=6, rl_lr=1e-4, rl_batch=16, rl_generations=8,
                   test_rows=200, num_beams=20, sasrec_epochs=10),
-    "smollm2": dict(backbone_dir="SmolLM2-135M-Instruct", sft_sample=500, sft_epochs=1, sft_lr=3e-4,
-                    sft_batch=16, sft_micro=8, cutoff_len=256, rl_steps=10, rl_lr=1e-5, rl_batch=16,
+    "smollm2": dict(backbone_dir="SmolLM2-135M-Instruct", sft_epochs=1, sft_lr=3e-4,
+                    sft_batch=16, sft_micro=8, cutoff_len=256, rl_steps=6, rl_lr=1e-5, rl_batch=16,
                     rl_generations=8, test_rows=200, num_beams=20, sasrec_epochs=10),
 }
 
@@ -126,7 +130,7 @@ def main(argv=None):
         "sft.py", "--base_model", str(backbone), "--train_file", split["train"], "--eval_file", split["valid"],
         "--output_dir", str(sft_dir), "--sid_index_path", str(d / "index.json"),
         "--item_meta_path", str(d / "item.json"), "--category", category,
-        "--sample", str(profile["sft_sample"]), "--eval_sample", "300",
+        "--tasks", SFT_TASK_ROWS, "--eval_sample", "100",
         "--num_epochs", str(profile["sft_epochs"]), "--learning_rate", str(profile["sft_lr"]),
         "--batch_size", str(profile["sft_batch"]), "--micro_batch_size", str(profile["sft_micro"]),
         "--cutoff_len", str(profile["cutoff_len"]), "--group_by_length", "True", "--seed", "42"])

@@ -110,16 +110,36 @@ def _world_size():
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _build_train_data(train_file, index_path, item_meta_path, tokenizer, cutoff_len, sample, seed, category):
-    common = dict(tokenizer=tokenizer, max_len=cutoff_len, sample=sample, seed=seed, category=category)
+SFT_TASKS = ("sid_history_to_sid", "sid_title", "sid_history_to_title", "title_history_to_title",
+             "title_history_to_sid")
+
+
+def parse_tasks(tasks: str, sample: int) -> dict[str, int]:
+    """`--tasks "name[:rows],..."` -> {task: rows sampled (-1: all)}; empty: all five at --sample."""
+    if not tasks:
+        return {task: sample for task in SFT_TASKS}
+    if isinstance(tasks, (list, tuple)):  # fire turns "a,b" into a tuple
+        tasks = ",".join(map(str, tasks))
+    chosen = {}
+    for part in str(tasks).split(","):
+        name, _, rows = part.strip().partition(":")
+        if name not in SFT_TASKS:
+            raise ValueError(f"--tasks: unknown task {name!r}; choose from {SFT_TASKS}")
+        chosen[name] = int(rows) if rows else sample
+    return chosen
+
+
+def _build_train_data(train_file, index_path, item_meta_path, tokenizer, cutoff_len, task_samples, seed, category):
+    common = dict(tokenizer=tokenizer, max_len=cutoff_len, seed=seed, category=category)
     with_meta = dict(item_file=item_meta_path, index_file=index_path)
-    datasets = [
-        data.SidSFTDataset(train_file=train_file, index_file=index_path, **common),
-        data.SidItemFeatDataset(item_file=item_meta_path, index_file=index_path, **common),
-        data.FusionSeqRecDataset(train_file=train_file, **with_meta, **common),
-        data.SFTData(train_file=train_file, **common),
-        data.TitleHistory2SidSFTDataset(train_file=train_file, **with_meta, **common),
-    ]
+    builders = {
+        "sid_history_to_sid": lambda n: data.SidSFTDataset(train_file=train_file, index_file=index_path, sample=n, **common),
+        "sid_title": lambda n: data.SidItemFeatDataset(item_file=item_meta_path, index_file=index_path, sample=n, **common),
+        "sid_history_to_title": lambda n: data.FusionSeqRecDataset(train_file=train_file, sample=n, **with_meta, **common),
+        "title_history_to_title": lambda n: data.SFTData(train_file=train_file, sample=n, **common),
+        "title_history_to_sid": lambda n: data.TitleHistory2SidSFTDataset(train_file=train_file, sample=n, **with_meta, **common),
+    }
+    datasets = [builders[task](rows) for task, rows in task_samples.items()]
     for ds in datasets:
         logger.info("%-28s %6d examples", type(ds).__name__, len(ds))
     items = [item for ds in datasets for item in ds.items]
@@ -165,6 +185,7 @@ def train(
     max_steps: int = -1,
     logging_steps: int = 10,
     deepspeed: str = "",
+    tasks: str = "",
 ):
     """Supervised fine-tuning on the five SFT tasks concatenated.
 
@@ -190,6 +211,9 @@ def train(
         eval_sample: validation rows (-1: all).
         max_steps: stop after this many optimiser steps (-1: num_epochs).
         deepspeed: DeepSpeed JSON config (GPUs), e.g. config/zero2_ds.json for ZeRO-2.
+        tasks: the SFT tasks and their rows, "name[:rows],..." of sid_history_to_sid, sid_title
+            (both directions), sid_history_to_title, title_history_to_title, title_history_to_sid;
+            empty: all five with --sample rows each (the documents' recipe).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
@@ -197,6 +221,7 @@ def train(
                   sid_index_path=sid_index_path, item_meta_path=item_meta_path)
     if not output_dir:
         raise ValueError("--output_dir is required")
+    task_samples = parse_tasks(tasks, sample)
     world_size = _world_size()
     if batch_size % (micro_batch_size * world_size):
         raise ValueError(
@@ -212,7 +237,7 @@ def train(
 
     # --- data ---------------------------------------------------------------------------------
     train_data = _build_train_data(
-        train_file, sid_index_path, item_meta_path, tokenizer, cutoff_len, sample, seed, category
+        train_file, sid_index_path, item_meta_path, tokenizer, cutoff_len, task_samples, seed, category
     )
     eval_ds = data.SidSFTDataset(
         train_file=eval_file, tokenizer=tokenizer, max_len=cutoff_len, sample=eval_sample,

@@ -167,3 +167,10 @@ def test_response_only_loss_equals_full_loss(workspace):
         positions = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
         full = model(**batch, position_ids=positions).loss
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_task_mix_flag():
+    assert sft.parse_tasks("", 7) == {task: 7 for task in sft.SFT_TASKS}
+    assert sft.parse_tasks(("sid_history_to_sid:30", "sid_title"), -1) == {"sid_history_to_sid": 30, "sid_title": -1}
+    with pytest.raises(ValueError, match="unknown task 'sid_to_nowhere'"):
+        sft.parse_tasks("sid_to_nowhere:3", -1)
