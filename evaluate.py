@@ -23,17 +23,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 import time
 
-import numpy as np
 import torch
 
 import calc
 import data
 import metrics
 from LogitProcessor import SidTrie, plan_batches, sid_beam_search
+from modeling import check_vocab_matches, load_causal_lm, load_tokenizer
+from transformers import set_seed
 
 logger = logging.getLogger("evaluate")
 
@@ -128,25 +128,15 @@ class _PlannedView:
         return self.dataset[self.indices[i]]
 
 
-def set_seed(seed: int):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def load_model_and_tokenizer(base_model, device="cpu", dtype="float32"):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """The checkpoint (an HF folder with its tokenizer), in eval mode, on `device`."""
     if not os.path.isdir(base_model):
         raise FileNotFoundError(f"--base_model {base_model}: not a folder (expected an HF checkpoint folder, "
                                 f"e.g. the SFT/RL final_checkpoint)")
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    tokenizer = load_tokenizer(base_model, padding_side="left")
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch_dtype).to(device)
-    model.eval()
+    model = load_causal_lm(base_model, dtype=torch_dtype).to(device).eval()
+    check_vocab_matches(model, tokenizer, base_model)
     return model, tokenizer
 
 
