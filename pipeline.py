@@ -34,12 +34,12 @@ logger = logging.getLogger("pipeline")
 # Settings of the default small run: sized so the whole pipeline takes minutes on 2 CPU cores.
 # The SFT mix of a small run: most rows on the evaluated task (SID history -> next SID), a few on
 # the alignment tasks; the documents' full recipe is all five tasks on every row (no --tasks).
-SFT_TASK_ROWS = ("sid_history_to_sid:2500,sid_title:600,sid_history_to_title:150,"
-                 "title_history_to_title:150,title_history_to_sid:150")
+SFT_TASK_ROWS = ("sid_history_to_sid:12000,sid_title:1349,sid_history_to_title:300,"
+                 "title_history_to_title:300,title_history_to_sid:300")
 PROFILES = {
-    "small": dict(backbone_dir="smol-small", sft_epochs=1, sft_lr=3e-3, sft_batch=16,
+    "small": dict(backbone_dir="smol-small", sft_epochs=1, sft_lr=3e-3, sft_batch=32,
                   sft_micro=16, cutoff_len=256, rl_steps=6, rl_lr=1e-4, rl_batch=16, rl_generations=8,
-                  test_rows=200, num_beams=20, sasrec_epochs=10),
+                  test_rows=500, num_beams=20, sasrec_epochs=10),
     "smollm2": dict(backbone_dir="SmolLM2-135M-Instruct", sft_epochs=1, sft_lr=3e-4,
                     sft_batch=16, sft_micro=8, cutoff_len=256, rl_steps=6, rl_lr=1e-5, rl_batch=16,
                     rl_generations=8, test_rows=200, num_beams=20, sasrec_epochs=10),
@@ -71,7 +71,7 @@ class Pipeline:
         start = time.time()
         for command in commands:
             logger.info("[%s] $ %s", name, shlex.join(command))
-            env = dict(os.environ, PYTHONPATH=str(REPO))
+            env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
             result = subprocess.run(command, cwd=REPO, env=env)
             if result.returncode:
                 raise SystemExit(f"stage {name} failed (exit {result.returncode}): {shlex.join(command)}")
@@ -90,7 +90,9 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--force_stages", default="", help="comma-separated stages to redo")
     parser.add_argument("--sid_method", choices=["rqkmeans", "rqvae"], default="rqkmeans")
-    parser.add_argument("--nproc", type=int, default=1, help="processes for SFT/RL/evaluation (torchrun, gloo on CPU)")
+    parser.add_argument("--nproc", type=int, default=2,
+                        help="processes for SFT/RL/evaluation (torchrun, gloo on CPU; one thread each: on 2 cores "
+                             "two single-thread processes outrun one two-thread process)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

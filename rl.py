@@ -83,6 +83,7 @@ def train(
     resume_from_checkpoint: str | bool | None = None,
     deepspeed: str = "",
     log_completions: bool = False,
+    gradient_checkpointing: bool = False,
 ):
     """GRPO (ReReTrainer) over the RL tasks: SID history -> next SID, title and description ->
     SID, title history -> next SID.
@@ -110,6 +111,8 @@ def train(
         sid_index_path / item_meta_path: index.json and item.json.
         dapo: token-level loss (DAPO); gspo: sequence-level importance ratio (GSPO).
         precision: auto (the checkpoint's dtype), bf16 or fp32.
+        gradient_checkpointing: recompute activations in the backward pass (TRL's default is on;
+            it only pays for large models on GPUs).
         log_completions: write every logged step's prompts, completions, rewards and advantages
             to output_dir/completions/*.parquet (TRL).
     """
@@ -189,6 +192,7 @@ def train(
         deepspeed=deepspeed or None,
         remove_unused_columns=False,
         log_completions=log_completions,
+        gradient_checkpointing=gradient_checkpointing,
         beam_search=beam_search,
         dynamic_sampling=dynamic_sampling,
         add_gt=add_gt,
