@@ -387,6 +387,13 @@ def main(argv=None):
                      "repeats_tiny": args.repeats, "repeats_smollm2": args.smol_repeats},
         "models": [],
     }
+    try:  # the code measured (read-only git query)
+        report["code"] = {"head": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                                 capture_output=True, text=True).stdout.strip(),
+                          "dirty_files": subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-uno"],
+                                                        capture_output=True, text=True).stdout.split("\n")[:20]}
+    except OSError:
+        pass
     todo = [("tiny", "tiny (hidden 128, 4 layers)", args.repeats)]
     if not args.tiny_only:
         todo.append(("smollm2", "SmolLM2-135M", args.smol_repeats))
