@@ -51,10 +51,27 @@ def freeze_all_but_new_rows(model, first_new_row: int):
     return trainable
 
 
+@torch.no_grad()
+def init_new_rows(model, first_new_row: int, seed: int):
+    """Draw the added rows of the input embeddings (and of an untied output head) from a normal with
+    the mean and per-dimension std of the existing rows. HF's `mean_resizing` uses 1e-9 of their
+    covariance, which leaves every new row ~1e-5 std apart: all SIDs tie until training separates
+    them. At the real scale each new token starts as distinct as an existing one."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = [model.get_input_embeddings().weight]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not weights[0]:
+        weights.append(head.weight)
+    for weight in weights:
+        old = weight[:first_new_row].float()
+        noise = torch.randn(weight.shape[0] - first_new_row, weight.shape[1], generator=generator)
+        weight[first_new_row:] = (old.mean(0) + noise * old.std(0)).to(weight.dtype)
+
+
 def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
                                 train_from_scratch=False, freeze_LLM=False, seed=42):
     """Tokenizer with the index's SID tokens added, and the model with its embeddings resized to
-    it (new rows drawn around the mean of the existing ones, at their scale)."""
+    it (new rows drawn around the mean of the existing ones, at their scale: init_new_rows)."""
     index = data.read_index(sid_index_path)
     tokenizer = load_tokenizer(base_model, padding_side="left")
     original_vocab_size = len(tokenizer)
@@ -64,7 +81,9 @@ def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
     dtype = default_dtype(precision)
     model = load_causal_lm(base_model, dtype=dtype, from_scratch=train_from_scratch, seed=seed)
     if model.get_input_embeddings().weight.shape[0] != len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if new_tokens:  # also when they land in a padded vocabulary's unused rows (Qwen2.5)
+        init_new_rows(model, original_vocab_size, seed)
     model.config.pad_token_id = tokenizer.pad_token_id
     if freeze_LLM:
         if not new_tokens:

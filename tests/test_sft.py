@@ -60,6 +60,22 @@ def test_loss_falls_and_checkpoint_reloads_with_same_logits(workspace, tmp_path)
     assert "quantization_config" not in json.loads((final / "config.json").read_text())
 
 
+def test_new_sid_rows_start_at_the_scale_of_existing_rows(workspace):
+    root, paths = workspace
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]), seed=0)
+    n_original = len(tiny.make_tokenizer("gpt2_bpe"))
+    weight = model.get_input_embeddings().weight.detach()
+    old, new = weight[:n_original], weight[n_original:]
+    assert new.shape[0] == len(tok) - n_original > 0
+    # distinct rows: pairwise distances like those between existing rows, not ~1e-5 of them
+    new_spread = torch.pdist(new).median()
+    old_spread = torch.pdist(old[:200]).median()
+    assert 0.5 < float(new_spread / old_spread) < 2.0
+    assert torch.allclose(new.std(0).mean(), old.std(0).mean(), rtol=0.3)
+    again, _ = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]), seed=0)
+    assert torch.equal(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
 def test_freeze_llm_moves_only_new_rows(workspace, tmp_path):
     root, paths = workspace
     set_seed(0)
