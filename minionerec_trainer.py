@@ -171,12 +171,37 @@ class ReReTrainer(GRPOTrainer):
 
     # --- timing of the other phases -------------------------------------------------------------
 
-    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                           **multimodal):
+        """Log-probs (and entropies) of the completion tokens. The backbone runs over whole sequences,
+        the LM head only over the last logits_to_keep positions: TRL's fused head scores every
+        prompt position too off Triton devices (CPU), 14.6x slower on the quickstart model.
+        Position ids follow the attention mask, as in generation and SFT."""
+        if compute_aux_loss or any(v is not None for v in multimodal.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                compute_aux_loss, **multimodal)
         start = time.perf_counter()
-        out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for lo in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[lo:lo + batch_size], attention_mask[lo:lo + batch_size]
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids, attention_mask=mask,
+                               position_ids=(mask.long().cumsum(1) - 1).clamp(min=0),
+                               logits_to_keep=logits_to_keep + 1, use_cache=False).logits
+            logits = logits[:, :-1].float() / self.temperature
+            log_softmax = logits.log_softmax(-1)
+            targets = ids[:, -logits_to_keep:]
+            completion_mask = mask[:, -logits_to_keep:].bool()
+            logps.append(log_softmax.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~completion_mask, 0))
+            if compute_entropy:
+                entropy = -(log_softmax.exp() * log_softmax).sum(-1)
+                entropies.append(entropy.masked_fill(~completion_mask, 0))
         if model is self.ref_model and self.model.training:
             self._seconds["reference"] += time.perf_counter() - start
-        return out
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
     def _calculate_rewards(self, *args, **kwargs):
         start = time.perf_counter()

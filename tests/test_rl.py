@@ -142,6 +142,46 @@ def test_policy_learns_a_rewarded_item(checkpoint, tmp_path):
     assert all("time/generation_s_per_step" in h and "frac_reward_zero_std" in h for h in logged)
 
 
+def test_completion_logps_match_full_logits_reference(checkpoint, tmp_path):
+    """The completion-only log-probs equal a plain full-sequence log-softmax (positions from the
+    mask, left padding), and TRL's own fused path on rows without padding."""
+    root, paths = checkpoint
+    tok = rl.load_tokenizer(root / "ckpt")
+    model = rl.load_causal_lm(root / "ckpt")
+    trie = SidTrie.from_info_file(paths["info"], tok)
+    rows = data.SidDataset(train_file=paths["train"], tokenizer=tok, max_len=512, category="Toy_Store")
+    args = ReReConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=trie.depth, temperature=0.7, report_to="none", bf16=False,
+                      remove_unused_columns=False)
+    trainer = ReReTrainer(model=model, reward_funcs=[rule_reward], args=args,
+                          train_dataset=rl._to_hf(rows.items), trie=trie, processing_class=tok)
+    k = trie.depth
+    prompts = [x["prompt_ids"] for x in rows.items[:6]]
+    completions = [trie.completion_ids[i, : trie.lengths[i]].tolist() for i in range(6)]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((6, width + k), tok.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        ids[row, width - len(prompt): width] = torch.tensor(prompt)
+        ids[row, width: width + len(completion)] = torch.tensor(completion)
+        mask[row, width - len(prompt): width + len(completion)] = 1
+    with torch.no_grad():
+        fast, entropy, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, k, batch_size=4, compute_entropy=True)
+        logits = trainer.model(input_ids=ids, attention_mask=mask,
+                               position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -k - 1:-1] / 0.7
+        log_softmax = logits.log_softmax(-1)
+        reference = log_softmax.gather(-1, ids[:, -k:, None]).squeeze(-1) * mask[:, -k:]
+        ref_entropy = -(log_softmax.exp() * log_softmax).sum(-1) * mask[:, -k:]
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(entropy, ref_entropy, atol=1e-5, rtol=1e-5)
+        same_length = [i for i, p in enumerate(prompts) if len(p) == width]
+        assert 0 < len(same_length) < len(prompts)  # some rows are left-padded, some are not
+        trl_logps, _, _ = super(ReReTrainer, trainer)._get_per_token_logps_and_entropies(
+            trainer.model, ids[same_length], mask[same_length], k)
+        torch.testing.assert_close(fast[same_length], trl_logps, atol=1e-5, rtol=1e-5)
+
+
 def test_errors_before_training(checkpoint, tmp_path):
     root, paths = checkpoint
     with pytest.raises(ValueError, match="not divisible by --num_generations"):
