@@ -18,7 +18,7 @@ import random
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -558,34 +558,46 @@ def item_examples(index, item_meta, task, category) -> list[Example]:
 
 
 def _fit_prompts(examples, tokenizer, budgets):
-    """Token ids of each example's prompt within its budget, dropping the oldest history items of
-    prompts that are too long (histories hold at most 10 items, so this loops a few times over the
-    few long prompts only). Returns (ids, history start of each example, number truncated)."""
-    ids = tokenizer([ex.prompt() for ex in examples], add_special_tokens=True)["input_ids"]
-    starts = [0] * len(examples)
+    """Token ids and texts of each example's prompt within its budget. A prompt that is too long
+    loses its oldest history items first (histories hold at most 10 items, so this loops a few
+    times over the few long prompts only), then the end of its item text (long descriptions of the
+    item tasks). Returns (ids, texts, number of prompts shortened)."""
+    examples = list(examples)
+    history_starts = [0] * len(examples)
+    texts = [ex.prompt() for ex in examples]
+    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
     pending = [i for i in range(len(examples)) if len(ids[i]) > budgets[i]]
-    n_truncated = len(pending)
+    n_shortened = len(pending)
     while pending:
         for i in pending:
-            if starts[i] >= len(examples[i].history) - 1:
+            ex = examples[i]
+            if history_starts[i] < len(ex.history) - 1:
+                history_starts[i] += 1
+            elif ex.item:
+                examples[i] = _cut_item_text(ex, tokenizer, overflow=len(ids[i]) - budgets[i])
+            else:
                 raise ValueError(
-                    f"a {examples[i].task} prompt is {len(ids[i])} tokens with at most one history "
-                    f"item left, above its budget of {budgets[i]}: raise max_len / cutoff_len"
+                    f"a {ex.task} prompt is {len(ids[i])} tokens with at most one history item and no "
+                    f"item text left to cut, above its budget of {budgets[i]}: raise max_len / cutoff_len"
                 )
-            starts[i] += 1
-        new_ids = tokenizer(
-            [examples[i].prompt(starts[i]) for i in pending], add_special_tokens=True
-        )["input_ids"]
-        for i, prompt_ids in zip(pending, new_ids):
+            texts[i] = examples[i].prompt(history_starts[i])
+        for i, prompt_ids in zip(pending, tokenizer([texts[i] for i in pending], add_special_tokens=True)["input_ids"]):
             ids[i] = prompt_ids
         pending = [i for i in pending if len(ids[i]) > budgets[i]]
-    return ids, starts, n_truncated
+    return ids, texts, n_shortened
 
 
-def _log_truncation(name, n_truncated, n_total, max_len):
-    if n_truncated:
-        logger.info("%s: cut the oldest history items of %d of %d prompts to fit %d tokens",
-                    name, n_truncated, n_total, max_len)
+def _cut_item_text(example, tokenizer, overflow: int):
+    """The example with `overflow` tokens cut from the end of its item text (empty: none left)."""
+    item_ids = tokenizer(example.item, add_special_tokens=False)["input_ids"]
+    keep = max(0, len(item_ids) - max(1, overflow))
+    return replace(example, item=tokenizer.decode(item_ids[:keep]).strip())
+
+
+def _log_truncation(name, n_shortened, n_total, max_len):
+    if n_shortened:
+        logger.info("%s: shortened %d of %d prompts to fit %d tokens (oldest history items dropped, "
+                    "then the end of long item texts)", name, n_shortened, n_total, max_len)
 
 
 def tokenize_sft(examples, tokenizer, max_len, name="dataset") -> list[dict]:
@@ -598,8 +610,8 @@ def tokenize_sft(examples, tokenizer, max_len, name="dataset") -> list[dict]:
     for ids in response_ids:
         ids.append(tokenizer.eos_token_id)
     budgets = [max_len - len(r) for r in response_ids]
-    prompt_ids, _, n_truncated = _fit_prompts(examples, tokenizer, budgets)
-    _log_truncation(name, n_truncated, len(examples), max_len)
+    prompt_ids, _, n_shortened = _fit_prompts(examples, tokenizer, budgets)
+    _log_truncation(name, n_shortened, len(examples), max_len)
     items = []
     for prompt, response in zip(prompt_ids, response_ids):
         input_ids = prompt + response
@@ -615,9 +627,9 @@ def tokenize_sft(examples, tokenizer, max_len, name="dataset") -> list[dict]:
 
 def fit_prompt_texts(examples, tokenizer, max_len, answer_len, name="dataset"):
     """(prompt texts, prompt ids) leaving `answer_len` tokens for the answer within max_len."""
-    prompt_ids, starts, n_truncated = _fit_prompts(examples, tokenizer, [max_len - answer_len] * len(examples))
-    _log_truncation(name, n_truncated, len(examples), max_len)
-    return [ex.prompt(start) for ex, start in zip(examples, starts)], prompt_ids
+    prompt_ids, texts, n_shortened = _fit_prompts(examples, tokenizer, [max_len - answer_len] * len(examples))
+    _log_truncation(name, n_shortened, len(examples), max_len)
+    return texts, prompt_ids
 
 
 # ---------------------------------------------------------------------------------------------

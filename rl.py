@@ -181,7 +181,8 @@ def train(
         scale_rewards="group",
         bf16=model.dtype == torch.bfloat16,
         logging_steps=logging_steps,
-        eval_strategy="steps",
+        # transformers 5 also evaluates at the last step: an eval_step past max_steps means none
+        eval_strategy="no" if 0 < max_steps <= eval_step else "steps",
         eval_steps=eval_step,
         save_strategy="steps",
         save_steps=save_steps,

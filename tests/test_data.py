@@ -177,7 +177,7 @@ def test_truncation_keeps_response_and_cuts_oldest_history(dataset, caplog):
     with caplog.at_level(logging.INFO):
         cut = data.SidSFTDataset(train_file=dataset["train"], tokenizer=tok, max_len=longest - 1, category="Toy_Store")
     assert all(len(x["input_ids"]) <= longest - 1 for x in cut.items)
-    messages = [r.getMessage() for r in caplog.records if "cut the oldest" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if "shortened" in r.getMessage()]
     assert len(messages) == 1
     for a, b in zip(full.items, cut.items):
         assert a["labels"][-8:] == b["labels"][-8:]  # the response is whole
@@ -188,6 +188,27 @@ def test_truncation_keeps_response_and_cuts_oldest_history(dataset, caplog):
     assert full.examples[i].history[-1] in tok.decode(cut.items[i]["input_ids"][:n_prompt])
     with pytest.raises(ValueError, match="raise max_len"):
         data.SidSFTDataset(train_file=dataset["train"], tokenizer=tok, max_len=40, category="Toy_Store")
+
+
+def test_long_item_descriptions_are_cut_to_fit(tmp_path, dataset):
+    """Item tasks have no history to drop: a description longer than the budget is cut at its end
+    (Office has descriptions of thousands of tokens), for SFT and for RL prompts alike."""
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(dataset["index"]))
+    meta = json.loads(open(dataset["item"]).read())
+    long_item = next(iter(meta))
+    meta[long_item]["description"] = " ".join(f"word{i}" for i in range(600))
+    item_file = tmp_path / "item.json"
+    item_file.write_text(json.dumps(meta))
+    common = dict(item_file=str(item_file), index_file=dataset["index"], tokenizer=tok, category="Toy_Store")
+    rl_prompts = data.RLTitle2SidDataset(max_len=200, **common)
+    sft_rows = data.SidItemFeatDataset(max_len=200, **common)
+    assert max(len(x["prompt_ids"]) for x in rl_prompts.items) <= 200 - 4
+    assert max(len(x["input_ids"]) for x in sft_rows.items) <= 200
+    cut = next(x["prompt"] for x in rl_prompts.items if "word0 " in x["prompt"])
+    assert "word599" not in cut and cut.endswith("### Response:\n")
+    assert tok(cut)["input_ids"] == next(x["prompt_ids"] for x in rl_prompts.items if x["prompt"] == cut)
+    with pytest.raises(ValueError, match="no item text left"):
+        data.RLTitle2SidDataset(max_len=20, **common)
 
 
 def test_sample_seed_and_dedup(tmp_path, dataset, tokenizer):

@@ -205,6 +205,7 @@ def test_resume_from_checkpoint(checkpoint, tmp_path):
     assert resumed.state.global_step == 3
     steps = [h["step"] for h in resumed.state.log_history if "loss" in h]
     assert steps == [1, 2, 3]
+    assert not any("eval_loss" in h for h in resumed.state.log_history)  # eval_step 1000 > max_steps
     assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
 
 
