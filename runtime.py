@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+
+import fire
 
 
 def require_paths(**flags):
@@ -24,3 +27,9 @@ def report_to(wandb_project: str) -> str:
     if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
         os.environ["WANDB_MODE"] = "offline"
     return "wandb"
+
+
+def run_cli(train):
+    """`python script.py --flag value ...` -> train(flag=value, ...). The returned Trainer is not
+    printed; `--help` lists train's flags with its docstring (fire reads them through wraps)."""
+    fire.Fire(functools.wraps(train)(lambda *args, **kwargs: train(*args, **kwargs) and None))

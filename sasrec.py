@@ -426,10 +426,10 @@ def parse_args(argv=None):
                     "CSVs by item_id; rank all items on valid (early stopping) and test, beside a "
                     "popularity baseline; write the metrics JSON and a checkpoint."
     )
-    parser.add_argument("--model", choices=list(MODELS), default="SASRec")
-    parser.add_argument("--train_file", required=True)
-    parser.add_argument("--valid_file", required=True)
-    parser.add_argument("--test_file", required=True)
+    parser.add_argument("--model", choices=list(MODELS), default="SASRec", help="recommender architecture")
+    parser.add_argument("--train_file", required=True, help="training split CSV")
+    parser.add_argument("--valid_file", required=True, help="validation split CSV (early stopping)")
+    parser.add_argument("--test_file", required=True, help="test split CSV")
     parser.add_argument("--index_file", help="index.json: sizes the catalogue (else the split files do)")
     parser.add_argument("--item_file", help="item.json: sizes the catalogue (else the split files do)")
     parser.add_argument("--item_num", type=int, help="catalogue size; overrides the files")
@@ -440,18 +440,20 @@ def parse_args(argv=None):
     parser.add_argument("--gru_layers", type=int, default=1, help="GRU4Rec layers")
     parser.add_argument("--num_filters", type=int, default=16, help="Caser horizontal filters per size")
     parser.add_argument("--filter_sizes", default="2,3,4", help="Caser horizontal filter heights")
-    parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--eval_batch_size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
+    parser.add_argument("--batch_size", type=int, default=256, help="training sequences per step")
+    parser.add_argument("--eval_batch_size", type=int, default=1024, help="sequences ranked together in evaluation")
     parser.add_argument("--epoch", type=int, default=200, help="maximum epochs")
-    parser.add_argument("--dropout_rate", type=float, default=0.3)
+    parser.add_argument("--dropout_rate", type=float, default=0.3, help="dropout probability")
     parser.add_argument("--l2_decay", type=float, default=1e-5, help="Adam weight decay")
-    parser.add_argument("--loss_type", choices=["bce", "ce"], default="ce")
+    parser.add_argument("--loss_type", choices=["bce", "ce"], default="ce",
+                        help="ce: softmax cross-entropy over all items; bce: logistic loss against one "
+                             "sampled other item (upstream's default)")
     parser.add_argument("--early_stop", type=int, default=10,
                         help="stop after this many epochs without a better valid --monitor")
     parser.add_argument("--monitor", default="NDCG@10", help="valid metric for early stopping")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=1, help="random seed")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--num_threads", type=int, default=1,
                         help="CPU threads; 0 keeps torch's default. These models are small: one "
                              "thread is about as fast, and several collapse (measured 30x slower) "
@@ -459,6 +461,7 @@ def parse_args(argv=None):
     parser.add_argument("--result_json_path", help="metrics JSON (default output/sasrec/<model>.json)")
     parser.add_argument("--checkpoint_path", help="checkpoint (default: the JSON path with .pt)")
     args = parser.parse_args(argv)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.result_json_path = Path(args.result_json_path or f"output/sasrec/{args.model}.json")
     args.checkpoint_path = Path(args.checkpoint_path or args.result_json_path.with_suffix(".pt"))
     return args

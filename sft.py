@@ -14,7 +14,6 @@ import math
 import os
 from pathlib import Path
 
-import fire
 import torch
 from datasets import Dataset as HFDataset
 from transformers import (
@@ -26,7 +25,7 @@ from transformers import (
 )
 
 import data
-from runtime import report_to, require_paths
+from runtime import report_to, require_paths, run_cli
 from modeling import default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
 
 logger = logging.getLogger("sft")
@@ -210,25 +209,34 @@ def train(
 
     Args:
         base_model: HF model folder or .gguf file (the SmolLM2 GGUF: see convert_gguf.py).
-        train_file / eval_file: split CSVs; validation is SID history -> next SID on eval_file.
+        train_file: training split CSV.
+        eval_file: validation split CSV; validation is SID history -> next SID on its rows.
         output_dir: Trainer checkpoints go here; model + tokenizer to output_dir/final_checkpoint.
         sample: rows sampled from train_file per task (-1: all), reproducible by seed.
-        batch_size: global batch; micro_batch_size: per process per step; gradient accumulation =
-            batch_size / micro_batch_size / world size (must divide exactly).
+        seed: random seed of the row sampling, the new SID rows and the training order.
+        batch_size: global batch; gradient accumulation = batch_size / micro_batch_size / world
+            size (must divide exactly).
+        micro_batch_size: examples per process per step.
+        num_epochs: training epochs (unless max_steps is set).
+        learning_rate: peak learning rate (after the warm-up, then a cosine schedule).
         cutoff_len: max tokens per example; the response is kept whole, the history cut from the left.
         group_by_length: batch examples of similar length (less padding).
         freeze_LLM: train only the embedding rows of the added SID tokens.
         wandb_project: log to wandb (offline unless WANDB_MODE/WANDB_API_KEY say otherwise).
+        wandb_run_name: the run's name in wandb (empty: the Trainer's default).
         resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
         category: item category, worded into the prompts (e.g. Industrial_and_Scientific).
         train_from_scratch: random init from base_model's config instead of its weights.
-        sid_index_path / item_meta_path: index.json (SID tokens are added) and item.json.
+        sid_index_path: index.json; its SID tokens are added to the tokenizer.
+        item_meta_path: item.json (item text of the sid_title, sid_history_to_title and
+            title_history_to_sid tasks).
         precision: auto (bf16 where supported, else fp32), bf16 or fp32.
-        eval_per_epoch: evaluations (and checkpoints) per epoch; early stopping after
-            early_stopping_patience evaluations without a lower eval loss; the best is kept.
+        eval_per_epoch: evaluations (and checkpoints) per epoch; the best is kept.
+        early_stopping_patience: stop after this many evaluations without a lower eval loss.
         warmup_ratio: linear warm-up share of all steps, then a cosine schedule.
         eval_sample: validation rows (-1: all).
         max_steps: stop after this many optimiser steps (-1: num_epochs).
+        logging_steps: optimiser steps between logged losses.
         deepspeed: DeepSpeed JSON config (GPUs), e.g. config/zero2_ds.json for ZeRO-2.
         tasks: the SFT tasks and their rows, "name[:rows],..." of sid_history_to_sid, sid_title
             (both directions), sid_history_to_title, title_history_to_title, title_history_to_sid;
@@ -322,4 +330,4 @@ def train(
 
 
 if __name__ == "__main__":
-    fire.Fire(lambda **kwargs: train(**kwargs) and None)
+    run_cli(train)
