@@ -11,9 +11,8 @@
    "other" = wall - phases (optimiser step, TRL bookkeeping, logging). Step 1 (warm-up) is reported
    apart; the means are over steps 2..N. Prompts are drawn at random from the RL training mix
    (mostly title/description -> SID), so step times vary with the prompt length (recorded per step).
-   rl.py's default --cutoff_len 512 fails on the Office descriptions, so --cutoff_len 2048 is passed.
-   Also: one group scored (no grad) by TRL's path vs a completion-only LM head (see
-   scoring_diagnostic).
+   Also: one group scored (no grad) by TRL's own path vs ReReTrainer's completion-only LM head
+   (see scoring_diagnostic).
 2) Decoding, same model (the RL checkpoint) and the same --decode_prompts RL prompts (SID history ->
    next SID), 16 beams, all prompts in one batch: the fast path `LogitProcessor.sid_beam_search` vs
    HF `generate(num_beams=16)` with a per-beam dict-lookup prefix processor like the original
@@ -156,10 +155,11 @@ def dict_beam_search(model, tokenizer, trie, table, prompt_ids, num_beams):
 
 def scoring_diagnostic(trainer, spec) -> dict:
     """Forward (no grad) of one RL group (one prompt + 16 valid completions): TRL's own scoring
-    path (`_get_per_token_logps_and_entropies`, fused LM head) vs a plain forward that computes
-    logits for the completion positions only (`logits_to_keep`). On CPU TRL's fused head scores
-    every position, prompt included (only Triton devices score the completion tokens alone)."""
+    path (GRPOTrainer._get_per_token_logps_and_entropies, fused LM head) vs ReReTrainer's, which
+    computes logits for the completion positions only. On CPU TRL's fused head scores every
+    position, prompt included (only Triton devices score the completion tokens alone)."""
     import torch
+    from trl import GRPOTrainer
 
     import data
 
@@ -173,19 +173,21 @@ def scoring_diagnostic(trainer, spec) -> dict:
     attn = torch.ones_like(ids)
     model = trainer.model
     model.eval()
+    paths = {
+        "trl_fused_head_s": lambda: GRPOTrainer._get_per_token_logps_and_entropies(trainer, model, ids, attn, k)[0],
+        "rere_completion_only_s": lambda: trainer._get_per_token_logps_and_entropies(model, ids, attn, k)[0],
+    }
     out = {"rows": g, "prompt_tokens": len(prompt), "completion_tokens": k}
+    logps = {}
     with torch.no_grad():
-        trainer._get_per_token_logps_and_entropies(model, ids, attn, k)  # warm-up
-        t = time.perf_counter()
-        trl_logps = trainer._get_per_token_logps_and_entropies(model, ids, attn, k)[0]
-        out["trl_fused_head_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=k + 1).logits[:, :-1]
-        plain = torch.log_softmax(logits.float(), -1).gather(2, ids[:, -k:, None]).squeeze(2)
-        out["completion_only_head_s"] = time.perf_counter() - t
+        for name, path in paths.items():
+            path()  # warm-up
+            t = time.perf_counter()
+            logps[name] = path()
+            out[name] = time.perf_counter() - t
     model.train()
-    out["max_abs_logp_diff"] = float((trl_logps - plain).abs().max())
-    out["ratio"] = out["trl_fused_head_s"] / out["completion_only_head_s"]
+    out["max_abs_logp_diff"] = float((logps["trl_fused_head_s"] - logps["rere_completion_only_s"]).abs().max())
+    out["ratio"] = out["trl_fused_head_s"] / out["rere_completion_only_s"]
     return out
 
 
@@ -348,8 +350,8 @@ def main(argv=None):
     p.add_argument("--decode_prompts", type=int, default=4, help="prompts in the decoding comparison batch")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of each decoder (tiny)")
     p.add_argument("--smol_repeats", type=int, default=2, help="timed repeats of each decoder (SmolLM2)")
-    p.add_argument("--cutoff_len", type=int, default=2048,
-                   help="rl.py --cutoff_len (its default 512 fails on the Office descriptions)")
+    p.add_argument("--cutoff_len", type=int, default=512,
+                   help="rl.py --cutoff_len (its default; long Office descriptions are cut to fit)")
     p.add_argument("--tiny_only", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
@@ -435,11 +437,11 @@ def main(argv=None):
               f"{d['speedup']:7.1f}x {'met' if d['meets_target'] else 'NOT met':>10s} "
               f"{d['identical_ranked_lists']:10.0%}  {d['loadavg_start'][0]:.2f} -> {d['loadavg_end'][0]:.2f}")
     print("\nScoring one group (16 rows, no grad): TRL fused LM head (every position on CPU) vs "
-          "logits for the completion only")
+          "ReReTrainer (logits for the completion only)")
     for r in report["models"]:
         c = r["scoring"]
         print(f"{r['model']:28s} prompt {c['prompt_tokens']} + {c['completion_tokens']} tokens: TRL "
-              f"{c['trl_fused_head_s']:.2f} s, completion-only {c['completion_only_head_s']:.2f} s "
+              f"{c['trl_fused_head_s']:.2f} s, ReReTrainer {c['rere_completion_only_s']:.2f} s "
               f"({c['ratio']:.1f}x), max |logp diff| {c['max_abs_logp_diff']:.1e}")
     for r in report["models"]:
         print(f"{r['model']}: peak RSS {r['peak_rss_mb']:.0f} MB")
