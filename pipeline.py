@@ -3,8 +3,9 @@
     data prep -> SIDs -> split CSVs -> popularity + SASRec -> SFT -> evaluate -> RL -> evaluate -> report
 
 Every stage runs the same command a researcher would type (printed before it runs), writes into
-`runs/<run>/`, and leaves a `.done/<stage>.json` marker with its wall time, so a re-run skips what
-is finished (`--force` redoes everything, `--force_stages sft,rl` some). The report
+`runs/<run>/`, and leaves a `.done/<stage>.json` marker with its commands and wall time, so a
+re-run skips what finished with the same commands; a stage that runs again (changed settings,
+`--force_stages rl`, or `--force` for all) redoes every stage after it. The report
 (`results/<run>/results.md`, `results.json` and PNGs) compares popularity, SASRec, SFT and
 SFT+RL on the same test split (`results/<run>/`).
 
@@ -65,14 +66,24 @@ class Pipeline:
         self.done_dir = run_dir / ".done"
         self.done_dir.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
+        self.upstream_ran = False
 
     def stage(self, name: str, *commands: list[str]):
-        """Run a stage's commands unless its marker says it finished; record its wall time."""
+        """Run a stage's commands and record its wall time. It is skipped when its marker shows the
+        same commands finished and no earlier stage ran in this invocation: every stage reads what
+        the ones before it wrote, so a redone stage redoes all after it."""
         marker = self.done_dir / f"{name}.json"
-        if marker.is_file() and not self.force and name not in self.force_stages:
-            self.timings[name] = json.loads(marker.read_text())["seconds"]
+        commands = [[str(part) for part in command] for command in commands]
+        done = json.loads(marker.read_text()) if marker.is_file() else None
+        if done and done.get("commands") == commands and not (
+                self.force or name in self.force_stages or self.upstream_ran):
+            self.timings[name] = done["seconds"]
             logger.info("[%s] done before (%.0f s), skipped", name, self.timings[name])
             return
+        if done and done.get("commands") != commands:
+            logger.info("[%s] its commands changed since it ran: redoing it", name)
+        self.upstream_ran = True
+        marker.unlink(missing_ok=True)
         start = time.time()
         for command in commands:
             logger.info("[%s] $ %s", name, shlex.join(command))
@@ -81,7 +92,7 @@ class Pipeline:
             if result.returncode:
                 raise SystemExit(f"stage {name} failed (exit {result.returncode}): {shlex.join(command)}")
         self.timings[name] = time.time() - start
-        data.write_json({"seconds": self.timings[name]}, marker)
+        data.write_json({"seconds": self.timings[name], "commands": commands}, marker)
         logger.info("[%s] finished in %.0f s", name, self.timings[name])
 
 
@@ -96,7 +107,7 @@ def main(argv=None):
     parser.add_argument("--cache", default=None,
                         help="downloads and converted models (default: $MINIONEREC_CACHE or ~/.cache/minionerec)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
-    parser.add_argument("--force_stages", default="", help="comma-separated stages to redo")
+    parser.add_argument("--force_stages", default="", help="comma-separated stages to redo, with every stage after them")
     parser.add_argument("--sid_method", choices=["rqkmeans", "rqvae"], default="rqkmeans",
                         help="residual quantiser of rq/build_sids.py")
     parser.add_argument("--nproc", type=int, default=2,
