@@ -80,7 +80,7 @@ class Pipeline:
             self.timings[name] = done["seconds"]
             logger.info("[%s] done before (%.0f s), skipped", name, self.timings[name])
             return
-        if done and done.get("commands") != commands:
+        if done and done.get("commands") not in (None, commands):
             logger.info("[%s] its commands changed since it ran: redoing it", name)
         self.upstream_ran = True
         marker.unlink(missing_ok=True)
