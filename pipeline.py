@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent
 logger = logging.getLogger("pipeline")
 
 # Settings of the default small run: sized so the whole pipeline takes minutes on 2 CPU cores.
-# The small backbone is SASRec-sized (hidden 64, 4 layers): SFT learns from one response per
+# The small backbone has SASRec's hidden size (64, 4 layers): SFT learns from one response per
 # prompt, so on CPU the number of examples seen decides HR@K, and this shape sees 60k of them in
 # the time a hidden-128 model sees 14k. It trains on the evaluated task only (SID history -> next
 # SID): from scratch, the four alignment tasks cost it the history signal (HR@10 0.029 with 2,249
