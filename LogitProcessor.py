@@ -392,9 +392,14 @@ def _left_pad(prompt_ids, pad_token_id, device):
             raise ValueError("empty prompt")
         ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         attn[i, width - len(p):] = 1
-    # positions as HF generate makes them: count of real tokens before, pads at 0
-    pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
-    return ids.to(device), attn.to(device), pos.to(device)
+    return ids.to(device), attn.to(device), positions_from_mask(attn).to(device)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as HF generate makes them: the count of real tokens before each one, pads at 0.
+    Training (SFT, RL scoring) uses the same, so left padding never shifts positions."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 _HEAD_CHUNK_BYTES = 24 << 20  # LM-head output per chunk: reused heap memory, no page faults

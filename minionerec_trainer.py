@@ -30,7 +30,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
-from LogitProcessor import SidTrie, constrained_sample, sid_beam_search
+from LogitProcessor import SidTrie, constrained_sample, positions_from_mask, sid_beam_search
 from metrics import hr_ndcg, ks_up_to, target_ranks
 
 logger = logging.getLogger(__name__)
@@ -189,16 +189,15 @@ class ReReTrainer(GRPOTrainer):
             ids, mask = input_ids[lo:lo + batch_size], attention_mask[lo:lo + batch_size]
             with self.accelerator.autocast():
                 logits = model(input_ids=ids, attention_mask=mask,
-                               position_ids=(mask.long().cumsum(1) - 1).clamp(min=0),
+                               position_ids=positions_from_mask(mask),
                                logits_to_keep=logits_to_keep + 1, use_cache=False).logits
-            logits = logits[:, :-1].float() / self.temperature
-            log_softmax = logits.log_softmax(-1)
-            targets = ids[:, -logits_to_keep:]
-            completion_mask = mask[:, -logits_to_keep:].bool()
-            logps.append(log_softmax.gather(-1, targets[..., None]).squeeze(-1).masked_fill(~completion_mask, 0))
+            # the logits are only [batch, completion, vocab]: one log_softmax for all rows (TRL's
+            # selective_log_softmax loops over the rows to save memory on full-sequence logits)
+            log_softmax = (logits[:, :-1].float() / self.temperature).log_softmax(-1)
+            padding = mask[:, -logits_to_keep:] == 0
+            logps.append(log_softmax.gather(-1, ids[:, -logits_to_keep:, None]).squeeze(-1).masked_fill(padding, 0))
             if compute_entropy:
-                entropy = -(log_softmax.exp() * log_softmax).sum(-1)
-                entropies.append(entropy.masked_fill(~completion_mask, 0))
+                entropies.append(-(log_softmax.exp() * log_softmax).sum(-1).masked_fill(padding, 0))
         if model is self.ref_model and self.model.training:
             self._seconds["reference"] += time.perf_counter() - start
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None

@@ -25,6 +25,7 @@ from transformers import (
 )
 
 import data
+from LogitProcessor import positions_from_mask
 from runtime import report_to, require_paths, run_cli
 from modeling import default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
 
@@ -113,7 +114,7 @@ class ResponseOnlyTrainer(Trainer):
         outputs = model(
             input_ids=inputs["input_ids"],
             attention_mask=attention_mask,
-            position_ids=(attention_mask.long().cumsum(1) - 1).clamp(min=0),
+            position_ids=positions_from_mask(attention_mask),
             logits_to_keep=keep,
         )
         logits = outputs.logits[:, :-1].float()
