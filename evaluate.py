@@ -31,7 +31,8 @@ import torch
 import calc
 import data
 import metrics
-from LogitProcessor import SidTrie, plan_batches, sid_beam_search
+from decoding import plan_batches, sid_beam_search
+from sid_trie import SidTrie
 from modeling import check_vocab_matches, load_causal_lm, load_tokenizer
 from transformers import set_seed
 

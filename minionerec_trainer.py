@@ -5,7 +5,7 @@ group-normalised advantages, the k3 KL to a reference model (created only when b
 syncing, and the loss variants (GRPO, DAPO token-level, GSPO sequence-level ratio). ReReTrainer
 changes only what recommendation needs:
 
-- rollouts come from the constrained SID decoder (LogitProcessor.py): `beam_search=True` gives G
+- rollouts come from the constrained SID decoder (decoding.py): `beam_search=True` gives G
   distinct valid items per prompt in beam order, otherwise G constrained samples at `temperature`;
   one group is decoded together (its prompt is encoded once);
 - `dynamic_sampling` over-generates 1.5x and keeps the target and the most frequent others;
@@ -30,7 +30,9 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
-from LogitProcessor import SidTrie, constrained_sample, positions_from_mask, sid_beam_search
+from decoding import constrained_sample, sid_beam_search
+from modeling import positions_from_mask
+from sid_trie import SidTrie
 from metrics import hr_ndcg, ks_up_to, target_ranks
 
 logger = logging.getLogger(__name__)

@@ -29,6 +29,26 @@ def _split_gguf(path) -> tuple[str, dict]:
     return str(path), {}
 
 
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as HF generate makes them: the count of real tokens before each one, pads at 0.
+    SFT, RL scoring and decoding all use it, so left padding never shifts positions."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def left_pad(sequences, pad_token_id, device):
+    """(input_ids, attention_mask, position_ids) of token-id lists, left-padded to the longest."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), int(pad_token_id), dtype=torch.long)
+    attn = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if len(seq) == 0:
+            raise ValueError("empty prompt")
+        ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        attn[i, width - len(seq):] = 1
+    return ids.to(device), attn.to(device), positions_from_mask(attn).to(device)
+
+
 def load_tokenizer(path, padding_side: str = "left"):
     """Tokenizer with pad = EOS (the documents' convention) and the given padding side."""
     folder, extra = _split_gguf(path)

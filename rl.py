@@ -20,7 +20,7 @@ from datasets import Dataset as HFDataset
 from transformers import set_seed
 
 import data
-from LogitProcessor import SidTrie
+from sid_trie import SidTrie
 from minionerec_trainer import ReReConfig, ReReTrainer
 from runtime import report_to, require_paths, run_cli
 from modeling import check_vocab_matches, load_causal_lm, load_tokenizer, save_pretrained_atomic

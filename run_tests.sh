@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 venv="$(bash scripts/setup_env.sh)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout first, whatever the venv points to
 set +e
 "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
 status=$?

@@ -25,9 +25,8 @@ from transformers import (
 )
 
 import data
-from LogitProcessor import positions_from_mask
 from runtime import report_to, require_paths, run_cli
-from modeling import default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
+from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask, save_pretrained_atomic
 
 logger = logging.getLogger("sft")
 

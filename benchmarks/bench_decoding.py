@@ -35,14 +35,14 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 import data  # noqa: E402
+from decoding import sid_beam_search  # noqa: E402
 from LogitProcessor import (  # noqa: E402
     ConstrainedLogitsProcessor,
-    SidTrie,
-    _left_pad,
-    _neutral_model_generation_config,
     explicit_generation_config,
-    sid_beam_search,
+    neutral_model_generation_config,
 )
+from modeling import left_pad  # noqa: E402
+from sid_trie import SidTrie  # noqa: E402
 from tests import tiny  # noqa: E402
 
 OFFICE = REPO.parent / "shared" / "data" / "Office_Products"
@@ -94,7 +94,7 @@ def run_hf(model, tok, trie, prompts, num_beams, batch_size, processor_kind, has
     out_sids = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start: start + batch_size]
-        ids, attn, _ = _left_pad(batch, tok.pad_token_id, "cpu")
+        ids, attn, _ = left_pad(batch, tok.pad_token_id, "cpu")
         config = explicit_generation_config(
             num_beams=num_beams, num_return_sequences=num_beams, length_penalty=0.0, max_new_tokens=256,
             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
@@ -105,7 +105,7 @@ def run_hf(model, tok, trie, prompts, num_beams, batch_size, processor_kind, has
             proc = DocumentsConstrainedLogitsProcessor(fn, num_beams, prefix_index)
         else:
             proc = ConstrainedLogitsProcessor(trie, ids.shape[1], num_beams=num_beams)
-        with torch.no_grad(), _neutral_model_generation_config(model):
+        with torch.no_grad(), neutral_model_generation_config(model):
             seqs = model.generate(input_ids=ids, attention_mask=attn, generation_config=config,
                                   logits_processor=LogitsProcessorList([proc]))
         texts = tok.batch_decode(seqs[:, ids.shape[1]:], skip_special_tokens=True)

@@ -14,7 +14,7 @@
    Also: one group scored (no grad) by TRL's own path vs ReReTrainer's completion-only LM head
    (see scoring_diagnostic).
 2) Decoding, same model (the RL checkpoint) and the same --decode_prompts RL prompts (SID history ->
-   next SID), 16 beams, all prompts in one batch: the fast path `LogitProcessor.sid_beam_search` vs
+   next SID), 16 beams, all prompts in one batch: the fast path `decoding.sid_beam_search` vs
    HF `generate(num_beams=16)` with a per-beam dict-lookup prefix processor like the original
    MiniOneRec (implemented here only: at every step, for every beam, the generated token ids after
    the prompt are joined into a string key and looked up in a dict of all SID prefixes). Both are
@@ -129,9 +129,10 @@ def dict_beam_search(model, tokenizer, trie, table, prompt_ids, num_beams):
     import torch
     from transformers import GenerationConfig, LogitsProcessorList
 
-    from LogitProcessor import _left_pad, explicit_generation_config
+    from LogitProcessor import explicit_generation_config
+    from modeling import left_pad
 
-    ids, attn, _ = _left_pad(prompt_ids, tokenizer.pad_token_id, "cpu")
+    ids, attn, _ = left_pad(prompt_ids, tokenizer.pad_token_id, "cpu")
     config = explicit_generation_config(
         num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=trie.depth, length_penalty=0.0,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=trie.eos_token_id, bos_token_id=None,
@@ -201,7 +202,8 @@ def worker(spec: dict) -> dict:
 
     import data
     import rl
-    from LogitProcessor import SidTrie, sid_beam_search
+    from decoding import sid_beam_search
+    from sid_trie import SidTrie
     from modeling import load_causal_lm, load_tokenizer
 
     if spec.get("threads"):

@@ -1,4 +1,4 @@
-"""The README's flag tables, generated from the scripts themselves: one `### script` heading and one
+"""FLAGS.md, generated from the scripts themselves: one `### script` heading and one
 `flag | default | meaning` table per script.
 
 argparse scripts: the parser comes from `build_parser()` where a script has one, else from its
@@ -8,8 +8,8 @@ and defaults from the entry function's signature, meanings from its docstring's 
 `Args:` section (one `name: meaning` entry per parameter).
 
     python scripts/flags_table.py                    # print the Markdown
-    python scripts/flags_table.py --write README.md  # replace the text between the markers
-    python scripts/flags_table.py --check README.md  # exit 1 when the README is out of date
+    python scripts/flags_table.py --write FLAGS.md   # replace the text between the markers
+    python scripts/flags_table.py --check FLAGS.md   # exit 1 when the file is out of date
 """
 
 from __future__ import annotations

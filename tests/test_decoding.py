@@ -9,30 +9,14 @@ import pytest
 import torch
 
 import data
-from LogitProcessor import (
-    ConstrainedDecodingError,
-    ConstrainedLogitsProcessor,
-    SidTrie,
-    constrained_sample,
-    exhaustive_beam_search,
-    explicit_generation_config,
-    hf_beam_search,
-    score_completions,
-    sid_beam_search,
-)
+import decoding
+from decoding import constrained_sample, sid_beam_search
+from decoding_reference import exhaustive_beam_search, hf_beam_search, score_completions
+from LogitProcessor import ConstrainedLogitsProcessor, explicit_generation_config
+from sid_trie import ConstrainedDecodingError, SidTrie
 from tests import tiny
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine thread contention
-    makes their many small ops 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _smollm2_folder():
@@ -249,18 +233,16 @@ def test_beam_search_equals_exact_ranking(kind, arch, index, request):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_tree_attention_equals_expanded_cache(monkeypatch, attn):
     """Beams side by side in one cache row per prompt (4D mask) == one cache row per beam."""
-    import LogitProcessor
-
     tok = tiny.tokenizer_with_sids("sentencepiece_bos", VARIABLE_INDEX)
     trie = SidTrie.from_index(VARIABLE_INDEX, tok)
     prompts = _prompts(tok, 4)
     model = tiny.make_model(tok, arch="llama", seed=8)
     model.set_attn_implementation(attn)
-    assert LogitProcessor._Decoder(model, prompts[:1], tok.pad_token_id).tree
+    assert decoding.Decoder(model, prompts[:1], tok.pad_token_id).tree
     tree = sid_beam_search(model, trie, prompts, 5, tok.pad_token_id, batch_size=3)
     drawn = constrained_sample(model, trie, prompts, 4, 1.0, tok.pad_token_id, generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(LogitProcessor, "_TREE_ATTENTION", False)
-    assert not LogitProcessor._Decoder(model, prompts[:1], tok.pad_token_id).tree
+    monkeypatch.setattr(decoding, "TREE_ATTENTION", False)
+    assert not decoding.Decoder(model, prompts[:1], tok.pad_token_id).tree
     _assert_same_ranking(sid_beam_search(model, trie, prompts, 5, tok.pad_token_id, batch_size=3), tree)
     again = constrained_sample(model, trie, prompts, 4, 1.0, tok.pad_token_id, generator=torch.Generator().manual_seed(2))
     assert again.sids == drawn.sids and torch.allclose(again.scores, drawn.scores, atol=1e-4)
@@ -270,21 +252,19 @@ def test_tree_attention_equals_expanded_cache(monkeypatch, attn):
 def test_chunked_head_path_equals_full_forward(monkeypatch):
     """The fast path projects final hidden states onto the vocabulary in chunks when the model's
     logits are exactly head(base(...)); the plain full-forward path gives the same answers."""
-    import LogitProcessor
-
     tok = tiny.tokenizer_with_sids("gpt2_bpe", VARIABLE_INDEX)
     trie = SidTrie.from_index(VARIABLE_INDEX, tok)
     prompts = _prompts(tok, 3)
     for arch in ("qwen2", "llama"):
         model = tiny.make_model(tok, arch=arch, seed=6)
-        assert LogitProcessor._split_head(model, prompts[0]) is not None
+        assert decoding.split_head(model, prompts[0]) is not None
         chunked = sid_beam_search(model, trie, prompts, 6, tok.pad_token_id, batch_size=2)
         sampled = constrained_sample(model, trie, prompts, 5, 1.0, tok.pad_token_id,
                                      generator=torch.Generator().manual_seed(1))
         with monkeypatch.context() as m:
-            m.setattr(LogitProcessor, "_HEAD_CHUNK_BYTES", 4 * len(tok) * 3)  # 3 rows per chunk
+            m.setattr(decoding, "HEAD_CHUNK_BYTES", 4 * len(tok) * 3)  # 3 rows per chunk
             _assert_same_ranking(sid_beam_search(model, trie, prompts, 6, tok.pad_token_id, batch_size=2), chunked)
-            m.setattr(LogitProcessor, "_split_head", lambda model, probe: None)
+            m.setattr(decoding, "split_head", lambda model, probe: None)
             _assert_same_ranking(sid_beam_search(model, trie, prompts, 6, tok.pad_token_id, batch_size=2), chunked)
             again = constrained_sample(model, trie, prompts, 5, 1.0, tok.pad_token_id,
                                        generator=torch.Generator().manual_seed(1))

@@ -9,24 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import calc
 import data
 import evaluate
-from LogitProcessor import SidTrie, exhaustive_beam_search
+from decoding_reference import exhaustive_beam_search
+from sid_trie import SidTrie
 from tests import tiny
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread (faster on a shared 2-core machine, and what torchrun's workers use)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

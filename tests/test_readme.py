@@ -1,27 +1,24 @@
-"""The README's flag tables are the ones scripts/flags_table.py generates from the scripts, and the
+"""FLAGS.md's flag tables are the ones scripts/flags_table.py generates from the scripts, and the
 fire entry points document every parameter in their own docstring entry."""
 
 import inspect
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import flags_table  # noqa: E402
+from scripts import flags_table
 
 FIRE_ENTRIES = [(script, function) for script, function in flags_table.SCRIPTS.items() if function]
 
 
-def test_readme_flags_section_is_generated():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_flags_file_is_generated():
+    readme = (REPO / "FLAGS.md").read_text(encoding="utf-8")
     rendered = flags_table.render()
     stale = flags_table.differing_scripts(readme, rendered)
-    assert not stale, (f"README.md flag tables out of date for {', '.join(stale)}: "
-                       f"run python scripts/flags_table.py --write README.md")
-    start, end = flags_table.readme_block(readme, "README.md")
+    assert not stale, (f"FLAGS.md flag tables out of date for {', '.join(stale)}: "
+                       f"run python scripts/flags_table.py --write FLAGS.md")
+    start, end = flags_table.readme_block(readme, "FLAGS.md")
     assert readme[start:end] == flags_table.block(rendered)
     # every flag of every script has a row with a meaning
     for script in flags_table.SCRIPTS:

@@ -13,7 +13,8 @@ import torch
 
 import data
 import rl
-from LogitProcessor import SidTrie, score_completions
+from decoding_reference import score_completions
+from sid_trie import SidTrie
 from minionerec_trainer import ReReConfig, ReReTrainer, select_candidates
 from rewards import build_reward_funcs, make_ranking_reward, make_semantic_reward, ndcg_penalties, rule_reward
 from tests import tiny
@@ -212,7 +213,7 @@ def test_resume_from_checkpoint(checkpoint, tmp_path):
 def test_two_processes_give_single_process_advantages(checkpoint, tmp_path):
     root, paths = checkpoint
     args = _rl_args(root, paths, tmp_path / "out", max_steps=2, log_completions=True, save_steps=100)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(tiny.REPO / "rl.py")] + [f"--{k}={v}" for k, v in args.items()]
     env = dict(os.environ, PYTHONPATH=str(tiny.REPO), OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -18,15 +18,6 @@ ARCHITECTURES = {  # small, non-default sizes: a checkpoint must not rely on def
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast, and several crawl when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """Split CSVs where the next item is always (last + 1) % N_ITEMS."""

@@ -154,7 +154,7 @@ def test_two_processes_under_torchrun(workspace, tmp_path):
     out = tmp_path / "ddp"
     args = _args(root, paths, out, num_epochs=1, max_steps=3)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(tiny.REPO / "sft.py"), *_cli(args)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )
