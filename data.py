@@ -24,6 +24,8 @@ from typing import Iterable
 
 from torch.utils.data import Dataset
 
+from runtime import InputError
+
 logger = logging.getLogger(__name__)
 
 SPLIT_COLUMNS = (
@@ -38,7 +40,7 @@ SPLIT_COLUMNS = (
 LIST_COLUMNS = ("history_item_title", "history_item_id", "history_item_sid")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """Malformed input file; the message names file, line and field."""
 
     def __init__(self, path, message, line=None, field=None):

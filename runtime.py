@@ -9,6 +9,12 @@ from pathlib import Path
 import fire
 
 
+class InputError(ValueError):
+    """Bad input from the user (a flag, a file, a row): reported as one line naming the flag or
+    file (and line, field) and what to do, exit status 1, no traceback. Anything else is a bug
+    and keeps its traceback."""
+
+
 def require_paths(**flags):
     """Fail before any work when a required path flag is empty or names nothing."""
     for flag, path in flags.items():
