@@ -130,9 +130,13 @@ def write_dataset(folder, n_items: int = 12, n_users: int = 30, seq_len: int = 6
     return paths
 
 
-def tokenizer_with_sids(kind: str, index) -> PreTrainedTokenizerFast:
-    tok = make_tokenizer(kind)
+def with_sids(tok, index):
+    """`tok` with the index's SID tokens added, pad = EOS, left padding (as sft.py prepares it)."""
     data.add_sid_tokens(tok, index)
     tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     return tok
+
+
+def tokenizer_with_sids(kind: str, index) -> PreTrainedTokenizerFast:
+    return with_sids(make_tokenizer(kind), index)
