@@ -119,7 +119,7 @@ def test_trie_matches_tokenizer_and_brute_force(kind, index, request):
 
 def test_trie_from_files_and_collisions(tmp_path):
     paths = tiny.write_dataset(tmp_path / "d")
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", data.read_index(paths["index"]))
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(paths["index"]))
     a = SidTrie.from_info_file(paths["info"], tok)
     b = SidTrie.from_index(data.read_index(paths["index"]), tok)
     assert a.sids == b.sids and torch.equal(a.completion_ids, b.completion_ids)
@@ -134,7 +134,7 @@ def test_trie_rejects_missing_sid_tokens():
     with pytest.raises(ValueError, match="SID tokens"):
         SidTrie.from_index(FIXED_INDEX, tok)
     with pytest.raises(ValueError, match="not a SID"):
-        SidTrie.from_sids(["no brackets"], tiny.tokenizertiny.with_sids("gpt2_bpe", FIXED_INDEX))
+        SidTrie.from_sids(["no brackets"], tiny.tokenizer_with_sids("gpt2_bpe", FIXED_INDEX))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_trie_rejects_missing_sid_tokens():
 
 
 def test_processor_raises_on_a_dead_end_and_is_stateless():
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", FIXED_INDEX)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", FIXED_INDEX)
     trie = SidTrie.from_index(FIXED_INDEX, tok)
     proc = ConstrainedLogitsProcessor(trie, prompt_length=4, tokenizer=tok)
     scores = torch.zeros(2, len(tok))
@@ -165,7 +165,7 @@ def test_processor_raises_on_a_dead_end_and_is_stateless():
 
 
 def test_hf_generate_sampling_and_greedy_with_processor():
-    tok = tiny.tokenizertiny.with_sids("sentencepiece_bos", FIXED_INDEX)
+    tok = tiny.tokenizer_with_sids("sentencepiece_bos", FIXED_INDEX)
     model = tiny.make_model(tok)
     trie = SidTrie.from_index(FIXED_INDEX, tok)
     prompts = _prompts(tok)
@@ -213,7 +213,7 @@ def test_beam_search_equals_exact_ranking(kind, arch, index, request):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_tree_attention_equals_expanded_cache(monkeypatch, attn):
     """Beams side by side in one cache row per prompt (4D mask) == one cache row per beam."""
-    tok = tiny.tokenizertiny.with_sids("sentencepiece_bos", VARIABLE_INDEX)
+    tok = tiny.tokenizer_with_sids("sentencepiece_bos", VARIABLE_INDEX)
     trie = SidTrie.from_index(VARIABLE_INDEX, tok)
     prompts = _prompts(tok, 4)
     model = tiny.make_model(tok, arch="llama", seed=8)
@@ -232,7 +232,7 @@ def test_tree_attention_equals_expanded_cache(monkeypatch, attn):
 def test_chunked_head_path_equals_full_forward(monkeypatch):
     """The fast path projects final hidden states onto the vocabulary in chunks when the model's
     logits are exactly head(base(...)); the plain full-forward path gives the same answers."""
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", VARIABLE_INDEX)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", VARIABLE_INDEX)
     trie = SidTrie.from_index(VARIABLE_INDEX, tok)
     prompts = _prompts(tok, 3)
     for arch in ("qwen2", "llama"):
@@ -253,7 +253,7 @@ def test_chunked_head_path_equals_full_forward(monkeypatch):
 
 @pytest.mark.parametrize("index,num_beams", [(FIXED_INDEX, 3), (VARIABLE_INDEX, 6)], ids=["fixed-3", "variable-6"])
 def test_beam_search_agrees_with_hf_constrained_beam_search(index, num_beams):
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", index)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", index)
     model = tiny.make_model(tok, arch="llama", seed=2)
     trie = SidTrie.from_index(index, tok)
     prompts = _prompts(tok, 4)
@@ -267,7 +267,7 @@ def test_checkpoint_generation_config_is_not_inherited():
     """An Instruct checkpoint's sampling filters (top_k=20, top_p=0.8) must not cut the beams."""
     from transformers import GenerationConfig
 
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", FIXED_INDEX)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", FIXED_INDEX)
     model = tiny.make_model(tok)
     model.generation_config = GenerationConfig(do_sample=True, top_k=2, top_p=0.1, temperature=0.2,
                                                repetition_penalty=1.5, eos_token_id=tok.eos_token_id)
@@ -304,7 +304,7 @@ def _train_tiny(tok, trie, steps=60):
 
 
 def test_trained_model_returns_valid_distinct_items():
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", FIXED_INDEX)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", FIXED_INDEX)
     trie = SidTrie.from_index(FIXED_INDEX, tok)
     model, prompts = _train_tiny(tok, trie)
     fast = sid_beam_search(model, trie, prompts, 8, tok.pad_token_id, batch_size=4)
@@ -338,7 +338,7 @@ def _exact_sampling_distribution(model, trie, prompt, temperature):
 
 
 def test_constrained_sampling_is_valid_and_follows_the_model():
-    tok = tiny.tokenizertiny.with_sids("gpt2_bpe", VARIABLE_INDEX)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", VARIABLE_INDEX)
     model = tiny.make_model(tok, seed=4, hidden=48)
     trie = SidTrie.from_index(VARIABLE_INDEX, tok)
     prompts = _prompts(tok, 2)
