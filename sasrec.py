@@ -11,7 +11,8 @@ Input convention (upstream's, kept so rewards and baselines agree):
 `model.states_from_histories(histories)` builds (states, len_states) without knowing any of this.
 
 Checkpoints keep the hyper-parameters next to the weights, so `load_sasrec_checkpoint(path)`
-rebuilds the right model with no hard-coded sizes.
+rebuilds the right model with no hard-coded sizes; it also loads the bare state dict the original
+MiniOneRec sasrec.py saves (its SASRec, sizes read from the tensors).
 
     python sasrec.py --model SASRec --train_file train.csv --valid_file valid.csv \
         --test_file test.csv --result_json_path out/SASRec.json --checkpoint_path out/SASRec.pt
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import DataFormatError, atomic_write, read_index, read_item_meta, read_split_csv, write_json
+from runtime import InputError
 from metrics import DEFAULT_KS, format_table, hr_ndcg, ks_up_to, ranks_from_scores
 from SASRecModules_ori import MultiHeadAttention, PositionwiseFeedForward
 
@@ -253,20 +255,75 @@ def save_checkpoint(model, path, training=None):
         torch.save(checkpoint, f)
 
 
+# The original MiniOneRec SASRec (upstream sasrec.py) saves a bare state dict of
+# SASRec(hidden_size, item_num, state_size, dropout) with one attention block and one head: same
+# computation as ours, other parameter names, and a Conv1d (kernel 1) feed-forward.
+ORIGINAL_SASREC_PARAMETERS = {  # the original's name prefix -> ours
+    "item_embeddings.": "item_embeddings.",
+    "positional_embeddings.": "positional_embeddings.",
+    "ln_1.": "blocks.0.attention_norm.",
+    "mh_attn.": "blocks.0.attention.",
+    "ln_2.": "blocks.0.feed_forward_norm.",
+    "feed_forward.": "blocks.0.feed_forward.",
+    "ln_3.": "final_norm.",
+    "s_fc.": "output_layer.",
+}
+ORIGINAL_CONV1D_WEIGHTS = ("feed_forward.w_1.weight", "feed_forward.w_2.weight")
+
+
+def is_original_sasrec_state_dict(state_dict) -> bool:
+    return isinstance(state_dict, dict) and {"item_embeddings.weight", "s_fc.weight", "ln_3.weight",
+                                             *ORIGINAL_CONV1D_WEIGHTS} <= set(state_dict)
+
+
+def sasrec_from_original_state_dict(state_dict, source="state dict") -> SASRec:
+    """Our SASRec holding the weights of an original MiniOneRec SASRec state dict (eval mode).
+    Sizes come from the tensors: item_num from the output layer, hidden size from the item table,
+    state_size from the positional table; one head, as the original builds it (with one head its
+    sqrt(hidden size) scaling is ours). Scores (`forward_eval`) are the original's raw logits."""
+    renamed = {}
+    for name, tensor in state_dict.items():
+        prefix = next((p for p in ORIGINAL_SASREC_PARAMETERS if name.startswith(p)), None)
+        if prefix is None:
+            raise InputError(f"{source}: parameter {name!r} is not one of the original SASRec's")
+        if name in ORIGINAL_CONV1D_WEIGHTS:
+            tensor = tensor.squeeze(-1)  # Conv1d kernel 1 [out, in, 1] = Linear [out, in]
+        renamed[ORIGINAL_SASREC_PARAMETERS[prefix] + name[len(prefix):]] = tensor
+    item_num, hidden_size = state_dict["s_fc.weight"].shape
+    state_size = state_dict["positional_embeddings.weight"].shape[0]
+    model = SASRec(item_num, hidden_size=hidden_size, state_size=state_size, dropout_rate=0.3)
+    try:
+        model.load_state_dict(renamed)
+    except RuntimeError as error:
+        raise InputError(f"{source}: an original SASRec state dict with unexpected shapes: "
+                         f"{str(error).splitlines()[-1].strip()}") from None
+    return model.eval()
+
+
 def load_sasrec_checkpoint(path, device="cpu"):
-    """The SASRec / GRU4Rec / Caser saved at `path`, rebuilt from its hyper-parameters, in eval mode."""
+    """The SASRec / GRU4Rec / Caser saved at `path`, in eval mode: a sasrec.py checkpoint (rebuilt
+    from its hyper-parameters) or an original MiniOneRec SASRec state dict (the `.pth` its
+    sasrec.py saves). Anything else raises InputError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises several types (pickle, zip, runtime) for a non-checkpoint
+        raise InputError(
+            f"{path}: not a SASRec checkpoint ({type(error).__name__}); expected a sasrec.py checkpoint "
+            "or the state dict the original MiniOneRec sasrec.py saves"
+        ) from None
+    if is_original_sasrec_state_dict(checkpoint):
+        return sasrec_from_original_state_dict(checkpoint, source=str(path)).to(device)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path}: not a sasrec.py checkpoint (no hyper-parameters saved with the weights; a bare "
-            "state_dict such as upstream's cannot be rebuilt). Train one with sasrec.py."
+        raise InputError(
+            f"{path}: not a sasrec.py checkpoint (no hyper-parameters saved with the weights) nor an "
+            "original MiniOneRec SASRec state dict. Train one with sasrec.py."
         )
     model_type = checkpoint["model_type"]
     if model_type not in MODELS:
-        raise ValueError(f"{path}: unknown model type {model_type!r}; expected one of {list(MODELS)}")
+        raise InputError(f"{path}: unknown model type {model_type!r}; expected one of {list(MODELS)}")
     model = MODELS[model_type](**checkpoint["hyper_parameters"])
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()

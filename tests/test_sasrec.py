@@ -8,6 +8,7 @@ import torch
 
 import data
 import sasrec
+from runtime import InputError
 from tests import tiny
 
 N_ITEMS = 12
@@ -170,3 +171,76 @@ def test_office_products_split_loads_and_popularity_is_a_nontrivial_floor():
     test = sasrec.sequences_from_rows(splits["test"], "test.csv", 3459, 10)
     metrics = sasrec.evaluate(sasrec.Popularity(train.targets, 3459), test, ks=[10, 50])
     assert 0.01 < metrics["HR@10"] < metrics["HR@50"] < 0.5
+
+
+class OriginalSASRec(torch.nn.Module):
+    """The original MiniOneRec SASRec's parameters (names, shapes, Conv1d feed-forward) and its
+    computation written out plainly: embeddings + positions, padding rows zeroed, keys whose
+    vectors sum to zero masked, causal softmax scaled by sqrt(hidden), residual on the layer-normed
+    queries, Conv1d feed-forward, the raw logits of the output layer at position len - 1."""
+
+    def __init__(self, hidden, item_num, state_size):
+        super().__init__()
+        nn = torch.nn
+        self.item_num, self.hidden = item_num, hidden
+        self.item_embeddings = nn.Embedding(item_num + 1, hidden)
+        self.positional_embeddings = nn.Embedding(state_size, hidden)
+        self.ln_1, self.ln_2, self.ln_3 = nn.LayerNorm(hidden), nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.mh_attn = nn.Module()
+        for name in ("linear_q", "linear_k", "linear_v"):
+            setattr(self.mh_attn, name, nn.Linear(hidden, hidden))
+        self.feed_forward = nn.Module()
+        self.feed_forward.w_1 = nn.Conv1d(hidden, hidden, 1)
+        self.feed_forward.w_2 = nn.Conv1d(hidden, hidden, 1)
+        self.feed_forward.layer_norm = nn.LayerNorm(hidden)
+        self.s_fc = nn.Linear(hidden, item_num)
+        for p in self.parameters():  # away from the default init, so a mis-mapped weight shows
+            torch.nn.init.normal_(p, 0, 0.5)
+
+    def forward_eval(self, states, len_states):
+        seq = self.item_embeddings(states) + self.positional_embeddings(torch.arange(states.shape[1]))
+        seq = seq * (states != self.item_num).float()[..., None]
+        queries = self.ln_1(seq)
+        q, k, v = self.mh_attn.linear_q(queries), self.mh_attn.linear_k(seq), self.mh_attn.linear_v(seq)
+        scores = q @ k.transpose(1, 2) / self.hidden ** 0.5
+        key_is_padding = (seq.sum(-1) == 0)[:, None, :]
+        causal = torch.ones(states.shape[1], states.shape[1]).tril() == 0
+        scores = scores.masked_fill(key_is_padding | causal, -2 ** 32 + 1)
+        attended = scores.softmax(-1) @ v + queries
+        ff_in = self.ln_2(attended)
+        ff = self.feed_forward.w_2(torch.relu(self.feed_forward.w_1(ff_in.transpose(1, 2)))).transpose(1, 2)
+        ff = self.feed_forward.layer_norm(ff + ff_in) * (states != self.item_num).float()[..., None]
+        hidden = self.ln_3(ff)[torch.arange(states.shape[0]), len_states - 1]
+        return self.s_fc(hidden)
+
+
+def test_original_sasrec_state_dict_loads_and_scores_like_the_original(tmp_path):
+    torch.manual_seed(0)
+    original = OriginalSASRec(hidden=32, item_num=N_ITEMS, state_size=10).eval()
+    torch.save(original.state_dict(), tmp_path / "original_state.pth")
+
+    loaded = sasrec.load_sasrec_checkpoint(tmp_path / "original_state.pth")
+
+    assert type(loaded) is sasrec.SASRec and not loaded.training
+    assert (loaded.item_num, loaded.hidden_size, loaded.state_size, loaded.pad_id) == (N_ITEMS, 32, 10, N_ITEMS)
+    histories = [[3], [1, 2, 3, 4], list(range(11))]
+    states, len_states = loaded.states_from_histories(histories)
+    assert states[0, 1:].eq(N_ITEMS).all()  # right padding with item_num, as the original
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_eval(states, len_states),
+                                   original.forward_eval(states, len_states), atol=1e-5, rtol=1e-5)
+
+
+def test_load_rejects_files_that_are_not_checkpoints(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    with pytest.raises(InputError, match="not a SASRec checkpoint") as raised:
+        sasrec.load_sasrec_checkpoint(tmp_path / "notes.txt")
+    assert "weights_only" not in str(raised.value)
+    torch.save({"model": [1, 2]}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="nor an original MiniOneRec SASRec"):
+        sasrec.load_sasrec_checkpoint(tmp_path / "other.pt")
+    state = OriginalSASRec(hidden=8, item_num=5, state_size=10).state_dict()
+    state["s_fc.weight"] = state["s_fc.weight"][:, :4]
+    torch.save(state, tmp_path / "bad_shapes.pth")
+    with pytest.raises(InputError, match="unexpected shapes"):
+        sasrec.load_sasrec_checkpoint(tmp_path / "bad_shapes.pth")
