@@ -2,8 +2,9 @@
 
     python calc.py --path results/final_result_Office_Products.json --item_path data/info.txt
 
-A predictions file is a JSON list of test rows, each with "output" (the target SID; upstream
-files may hold a one-element list) and "predict" (ranked SIDs). K runs over {1,3,5,10,20,50}, those
+A predictions file is a JSON list of test rows, each with "output" (the target SID; the original's
+files may hold it with its trailing newline and quotes, or as a one-element list) and "predict" (ranked
+SIDs): files of the original evaluate.py and of ours read alike. K runs over {1,3,5,10,20,50}, those
 not above the beam count (the shortest "predict" list). Invalid predictions (SIDs not in
 `--item_path`, an info.txt) and repeated SIDs within one list are counted; both must be 0 for a
 constrained decoder, so a non-zero count fails the run unless --allow_invalid.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import data
 import metrics
+from runtime import InputError
 
 
 def _clean(sid) -> str:
@@ -35,19 +37,20 @@ def compute_metrics(predictions, valid_sids=None, ks=None) -> dict:
     Returns {"HR@K": .., "NDCG@K": .. for each K, "ks", "n_rows", "num_beams",
     "invalid_predictions" (None without valid_sids), "duplicate_predictions"}."""
     if not predictions:
-        raise ValueError("no prediction rows")
+        raise InputError("no prediction rows")
     predicted, targets = [], []
     for i, row in enumerate(predictions):
-        if "predict" not in row or "output" not in row:
-            raise ValueError(f"prediction row {i} has no 'predict' / 'output' field: keys {sorted(row)}")
+        if not isinstance(row, dict) or "predict" not in row or "output" not in row:
+            keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise InputError(f"prediction row {i} has no 'predict' / 'output' field: {keys}")
         predicted.append([_clean(p) for p in row["predict"]])
         targets.append(_clean(row["output"]))
     num_beams = min(len(p) for p in predicted)
     if num_beams == 0:
-        raise ValueError("a prediction row has an empty 'predict' list")
+        raise InputError("a prediction row has an empty 'predict' list")
     ks = list(ks) if ks is not None else metrics.ks_up_to(num_beams)
     if not ks:
-        raise ValueError(f"no K in {metrics.DEFAULT_KS} is within the beam count {num_beams}")
+        raise InputError(f"no K in {metrics.DEFAULT_KS} is within the beam count {num_beams}")
     result = metrics.hr_ndcg(metrics.target_ranks(predicted, targets), ks)
     valid = set(valid_sids) if valid_sids is not None else None
     result.update(
@@ -61,14 +64,34 @@ def compute_metrics(predictions, valid_sids=None, ks=None) -> dict:
 
 
 def load_predictions(path) -> list:
+    """The rows of a predictions JSON (a list); a missing, truncated or non-list file is an
+    InputError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions file not found")
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
+        raise InputError(f"--path {path}: predictions file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    except json.JSONDecodeError as err:
+        raise data.DataFormatError(
+            path, f"invalid JSON ({err.msg}); an evaluation cut short leaves a truncated file: run it again",
+            line=err.lineno,
+        ) from None
+    except UnicodeDecodeError as err:
+        raise data.DataFormatError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not isinstance(rows, list):
         raise data.DataFormatError(path, "expected a JSON list of prediction rows")
     return rows
+
+
+def metrics_of_file(path, valid_sids) -> dict:
+    """compute_metrics of one predictions file; a bad row is an InputError naming the file."""
+    try:
+        return compute_metrics(load_predictions(path), valid_sids)
+    except data.DataFormatError:
+        raise
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
 
 
 def plot_metrics(results: dict, path) -> None:
@@ -111,15 +134,16 @@ def plot_metrics(results: dict, path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", nargs="+", required=True, help="predictions JSON file(s) (evaluate.py output)")
-    parser.add_argument("--item_path", required=True, help="info.txt of the catalogue (SID<TAB>title<TAB>item_id)")
+    parser.add_argument("--item_path", required=True, help="info.txt of the catalogue (SID<TAB>title<TAB>item_id); the \".txt\" may be left off")
     parser.add_argument("--out_json", default=None, help="metrics JSON (default: <path stem>_metrics.json)")
     parser.add_argument("--out_png", default=None, help="metrics plot (default: <path stem>_metrics.png)")
     parser.add_argument("--allow_invalid", action="store_true", help="exit 0 even with invalid/repeated predictions")
     args = parser.parse_args(argv)
 
-    item_path = args.item_path if str(args.item_path).endswith(".txt") else f"{args.item_path}.txt"
+    # the original's calc.py takes the info file with or without its ".txt"
+    item_path = args.item_path if Path(args.item_path).is_file() else f"{args.item_path}.txt"
     valid_sids = {sid for sid, _, _ in data.read_info(item_path)}
-    results = {p: compute_metrics(load_predictions(p), valid_sids) for p in args.path}
+    results = {p: metrics_of_file(p, valid_sids) for p in args.path}
     ks = sorted({k for r in results.values() for k in r["ks"]})
     print(metrics.format_table({Path(p).name: r for p, r in results.items()}, ks))
     bad = False

@@ -1,19 +1,21 @@
-"""Interaction logs -> the documents' sequential-recommendation splits (shared by every data/ script).
+"""Interaction logs -> the original's sequential-recommendation splits (shared by every data source).
 
-The recipe is the one of the documents' `amazon18_data_process` step, whatever the source:
+The recipe is the one of the original's `data/amazon18_data_process.py`, whatever the source:
   1. drop interactions with items that have no usable metadata;
   2. iterated k-core filter (users and items with at least k interactions, repeated until stable);
-  3. item ids remapped to 0..n-1 in order of first interaction;
-  4. per user, interactions in chronological order; sliding windows: target i_t with history
-     i_max(0,t-10)..i_{t-1}, for t >= 1;
+  3. users numbered 0.. in order of first appearance in the source; items numbered 0.. in order of
+     first appearance walking the users in that order, each user's interactions chronologically
+     (the original's numbering, so its published index.json files fit the items prepared here);
+  4. per user, interactions in chronological order (ties: source order); sliding windows: target
+     i_t with history i_max(0,t-10)..i_{t-1}, for t >= 1;
   5. one global chronological 8:1:1 split of all windows by target timestamp
-     (stable; ties broken by user, then position in the user's sequence).
+     (stable; ties broken by user number, then position in the user's sequence).
 
-Outputs of `prepare_dataset` (in one folder): `item.json`, `train.inter`, `valid.inter`,
-`test.inter` (RecBole atomic files: user_id, item_id_list, item_id, timestamp — the documents'
-intermediate files) and `item2id.tsv` (raw item id -> remapped id). SIDs are built from `item.json`
-next (rq/build_sids.py); data/convert_dataset.py then turns the `.inter` files + index.json into
-the split CSVs.
+`prepare_dataset` writes item.json, the three `.inter` split files (RecBole atomic files: user_id,
+item_id_list, item_id and, in our layout, timestamp), the item and user id maps and the users'
+item sequences, under the names of a `prep.layout.DatasetFiles`. SIDs are built from item.json
+next (rq/build_sids.py); convert_dataset.py then turns the `.inter` files + index.json into the
+split CSVs.
 """
 
 from __future__ import annotations
@@ -21,20 +23,19 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import data  # noqa: E402  (the repository's data layer: data.py)
+import data
+from prep.layout import SPLITS, DatasetFiles
+from runtime import InputError
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-INTER_HEADER = ("user_id:token", "item_id_list:token_seq", "item_id:token", "timestamp:float")
+INTER_HEADER = ("user_id:token", "item_id_list:token_seq", "item_id:token")
+TIMESTAMP_HEADER = "timestamp:float"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,21 +128,26 @@ def chronological_split(windows: pd.DataFrame, ratios=(0.8, 0.1, 0.1)) -> dict[s
     }
 
 
-def remap_by_first_interaction(log: pd.DataFrame, column: str) -> tuple[np.ndarray, list]:
-    """Integer index per row for `column`, numbered 0.. in order of first interaction in time;
-    also the raw values in index order."""
-    chronological = log.sort_values(["timestamp", "row_order"], kind="stable")
-    raw_in_order = pd.unique(chronological[column])
-    lookup = pd.Series(np.arange(len(raw_in_order)), index=raw_in_order)
-    return lookup.loc[log[column]].to_numpy(), list(raw_in_order)
+def number_like_the_original(log: pd.DataFrame) -> pd.DataFrame:
+    """`log` with user_index and item_index (ints from 0), numbered as the original numbers them:
+    users in order of first appearance in the source (`row_order`); items in order of first
+    appearance walking the users in that order, each user's interactions by time (ties: source
+    order)."""
+    user_order = pd.unique(log.sort_values("row_order", kind="stable")["user_id"])
+    user_index = pd.Series(np.arange(len(user_order)), index=user_order).loc[log["user_id"]].to_numpy()
+    log = log.assign(user_index=user_index)
+    walk = log.sort_values(["user_index", "timestamp", "row_order"], kind="stable")
+    item_order = pd.unique(walk["item_id"])
+    item_index = pd.Series(np.arange(len(item_order)), index=item_order).loc[log["item_id"]].to_numpy()
+    return log.assign(item_index=item_index)
 
 
-def prepare_dataset(log: pd.DataFrame, item_meta: dict[str, dict], output_dir, user_k=5, item_k=5,
+def prepare_dataset(log: pd.DataFrame, item_meta: dict[str, dict], files: DatasetFiles, user_k=5, item_k=5,
                     max_history=10) -> dict:
-    """Run the recipe on `log` (columns user_id, item_id: raw string ids; timestamp: number) with
-    `item_meta` keyed by raw item id, and write item.json, {train,valid,test}.inter and
-    item2id.tsv into `output_dir`. Returns the statistics it logs."""
-    output_dir = Path(output_dir)
+    """Run the recipe on `log` (columns user_id, item_id: raw string ids; timestamp: number; rows in
+    source order) with `item_meta` keyed by raw item id, and write item.json, the three `.inter`
+    files, item2id, user2id (`raw<TAB>number` lines) and inter.json (each user's items in time
+    order) under the names of `files`. Returns the statistics it logs."""
     log = log.reset_index(drop=True).assign(row_order=lambda f: np.arange(len(f)))
     n_raw = len(log)
     log = log[log["item_id"].isin(item_meta.keys())]
@@ -150,21 +156,27 @@ def prepare_dataset(log: pd.DataFrame, item_meta: dict[str, dict], output_dir, u
                     n_raw - len(log), n_raw)
     log = k_core_filter(log, user_k, item_k)
     if log.empty:
-        raise ValueError(
+        raise InputError(
             f"no interactions survive the {user_k}/{item_k}-core filter ({n_raw} before it); "
-            f"use a longer time window or a smaller k"
+            f"use a longer time window or a smaller --user_k / --item_k"
         )
-    item_index, raw_items = remap_by_first_interaction(log, "item_id")
-    user_index, raw_users = remap_by_first_interaction(log, "user_id")
-    log = log.assign(item_index=item_index, user_index=user_index)
+    log = number_like_the_original(log)
+    raw_users = pd.unique(log.sort_values("user_index")["user_id"])
+    raw_items = pd.unique(log.sort_values("item_index")["item_id"])
 
     windows = sliding_windows(log, max_history)
     splits = chronological_split(windows)
     for name, frame in splits.items():
-        write_inter(frame, output_dir / f"{name}.inter")
-    data.write_json({str(i): item_meta[raw] for i, raw in enumerate(raw_items)}, output_dir / "item.json", indent=2)
-    with data.atomic_write(output_dir / "item2id.tsv") as f:
-        f.writelines(f"{raw}\t{i}\n" for i, raw in enumerate(raw_items))
+        # the original's .inter files have no timestamp column, and its convert_dataset.py skips
+        # every line that does not have exactly three fields
+        write_inter(frame, files.inter(name), with_timestamp=not files.original)
+    data.write_json({str(i): item_meta[raw] for i, raw in enumerate(raw_items)}, files.path("item.json"), indent=2)
+    for kind, raw_ids in (("item2id", raw_items), ("user2id", raw_users)):
+        with data.atomic_write(files.path(kind)) as f:
+            f.writelines(f"{raw}\t{i}\n" for i, raw in enumerate(raw_ids))
+    sequences = log.sort_values(["user_index", "timestamp", "row_order"], kind="stable").groupby("user_index")
+    data.write_json({str(u): items.tolist() for u, items in sequences["item_index"]}, files.path("inter.json"),
+                    indent=2)
 
     stats = {
         "interactions": len(log),
@@ -173,7 +185,7 @@ def prepare_dataset(log: pd.DataFrame, item_meta: dict[str, dict], output_dir, u
         "density": len(log) / (len(raw_users) * len(raw_items)),
         **{f"{name}_windows": len(frame) for name, frame in splits.items()},
     }
-    logger.info("prepared %s: %s", output_dir, stats)
+    logger.info("prepared %s: %s", files.folder, stats)
     return stats
 
 
@@ -181,24 +193,27 @@ def prepare_dataset(log: pd.DataFrame, item_meta: dict[str, dict], output_dir, u
 # the intermediate split files
 
 
-def write_inter(windows: pd.DataFrame, path):
-    """Windows as a RecBole atomic file: user_id, item_id_list (space separated), item_id, timestamp."""
+def write_inter(windows: pd.DataFrame, path, with_timestamp: bool = True):
+    """Windows as a RecBole atomic file: user_id (the user's number), item_id_list (space
+    separated), item_id and, with_timestamp, the target's timestamp."""
+    header = INTER_HEADER + ((TIMESTAMP_HEADER,) if with_timestamp else ())
+    columns = [windows["user_index"], windows["history"], windows["item_id"]]
+    if with_timestamp:
+        columns.append(windows["timestamp"].map("{:.15g}".format))
     with data.atomic_write(path) as f:
-        f.write("\t".join(INTER_HEADER) + "\n")
+        f.write("\t".join(header) + "\n")
         f.writelines(
-            f"{user}\t{' '.join(map(str, history))}\t{item}\t{timestamp:.15g}\n"
-            for user, history, item, timestamp in zip(
-                windows["user_id"], windows["history"], windows["item_id"], windows["timestamp"]
-            )
+            "\t".join([str(user), " ".join(map(str, history)), str(item), *rest]) + "\n"
+            for user, history, item, *rest in zip(*columns)
         )
 
 
 def read_inter(path) -> list[tuple[str, list[int], int, int]]:
     """Rows (user_id, history item ids, target item id, line number) of a `.inter` split file;
-    the timestamp column is optional (upstream's files have none)."""
+    the timestamp column is optional (the original's files have none)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise InputError(f"{path}: file not found")
     frame = read_atomic(path.read_text(encoding="utf-8"), path, ("user_id", "item_id_list", "item_id"))
     rows = []
     for line, (user, history_text, item_text) in enumerate(
