@@ -5,14 +5,18 @@ group-normalised advantages, the k3 KL to a reference model (created only when b
 syncing, and the loss variants (GRPO, DAPO token-level, GSPO sequence-level ratio). ReReTrainer
 changes only what recommendation needs:
 
-- rollouts come from the constrained SID decoder (decoding.py): `beam_search=True` gives G
-  distinct valid items per prompt in beam order, otherwise G constrained samples at `temperature`;
-  one group is decoded together (its prompt is encoded once);
+- rollouts come from the constrained decoder (decoding.py) over the row's answer catalogue: the
+  SID trie, or for title-answer rows (`answer_type` "title") the trie of the catalogue's titles;
+  a group never mixes the two. `beam_search=True` gives G distinct valid answers per prompt in
+  beam order, otherwise G constrained samples at `temperature`; one group is decoded together
+  (its prompt is encoded once);
 - `dynamic_sampling` over-generates 1.5x and keeps the target and the most frequent others;
   `add_gt` puts the ground truth into a group that missed it;
 - `mask_all_zero` drops groups whose rewards are all equal from the loss;
-- `test_during_training` reports HR@K / NDCG@K with `test_beam` beams every `test_steps`; the
-  decoder is stateless, so this does not disturb the rollouts;
+- `test_during_training` reports HR@K / NDCG@K (K in 3, 5, 10, 20 up to `test_beam`) of
+  `test_beam`-beam search: as the original, on the current batch's prompts at every step; or,
+  given `test_prompts`, on those every `test_steps`. The decoder is stateless, so this does not
+  disturb the rollouts;
 - extra logs: item diversity per group, and seconds per step in generation, reference log-probs,
   rewards and the policy forward+backward.
 """
@@ -33,7 +37,7 @@ from trl.models import unwrap_model_for_generation
 from decoding import constrained_sample, sid_beam_search
 from modeling import positions_from_mask
 from sid_trie import SidTrie
-from metrics import hr_ndcg, ks_up_to, target_ranks
+from metrics import hr_ndcg, target_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +54,17 @@ class ReReConfig(GRPOConfig):
         "help": "Replace the last candidate of a group that misses the ground truth by it."})
     mask_all_zero: bool = field(default=False, metadata={
         "help": "Drop groups whose rewards are all equal (zero advantage) from the loss."})
-    test_during_training: bool = field(default=False, metadata={
-        "help": "Report HR@K/NDCG@K on the test prompts every test_steps optimiser steps."})
+    test_during_training: bool = field(default=True, metadata={
+        "help": "Report HR@K/NDCG@K of the current batch's prompts at every step (the original), or "
+                "of the trainer's test_prompts every test_steps optimiser steps."})
     test_beam: int = field(default=20, metadata={"help": "Beams for test_during_training."})
-    test_steps: int = field(default=100, metadata={"help": "Optimiser steps between tests."})
+    test_steps: int = field(default=100, metadata={
+        "help": "Optimiser steps between tests on test_prompts."})
     decode_batch_size: int = field(default=8, metadata={
         "help": "Prompts decoded together in rollouts and tests (x beams rows)."})
+
+
+TEST_KS = (3, 5, 10, 20)  # the original's test_during_training cut-offs
 
 
 def select_candidates(items: torch.Tensor, targets: torch.Tensor, group_size: int,
@@ -95,39 +104,50 @@ class _TestDuringTraining(TrainerCallback):
 
 
 class ReReTrainer(GRPOTrainer):
-    """GRPOTrainer whose rollouts are constrained to the SID catalogue (see module docstring).
+    """GRPOTrainer whose rollouts are constrained to the catalogue (see module docstring).
 
-    Dataset rows carry `prompt` and the row's own `target_sid` (and `history_item_ids` for the
-    SASRec reward); reward functions receive them as keyword arguments."""
+    Dataset rows carry `prompt`, the row's own `target` (its answer text: a SID or a title) and
+    `answer_type` ("sid", the default when the column is absent, or "title"), plus what the rewards
+    need (`target_sid`, `history_item_ids`); reward functions receive them as keyword arguments.
+    `trie` is the SID catalogue, `title_trie` the titles' (needed only by title-answer rows).
+    `test_prompts` (rows with `prompt` and `target`) switch test_during_training from the current
+    batch to these rows every test_steps."""
 
     def __init__(self, model, reward_funcs, args: ReReConfig, train_dataset, trie: SidTrie,
-                 processing_class, eval_dataset=None, test_prompts=None, callbacks=None):
+                 processing_class, eval_dataset=None, test_prompts=None, callbacks=None,
+                 title_trie: SidTrie | None = None):
         if args.per_device_train_batch_size % args.num_generations:
             raise ValueError(
                 f"--train_batch_size {args.per_device_train_batch_size} (per process) is not divisible "
                 f"by --num_generations {args.num_generations}: a group of G rollouts must stay on one "
                 "process and in one micro-batch"
             )
-        if args.beam_search and args.num_generations > len(trie):
-            raise ValueError(f"--num_generations {args.num_generations} distinct beams but only {len(trie)} items")
+        self.tries = {"sid": trie} if title_trie is None else {"sid": trie, "title": title_trie}
+        for kind, catalogue in self.tries.items():
+            if args.beam_search and args.num_generations > len(catalogue):
+                raise ValueError(f"--num_generations {args.num_generations} distinct beams but only "
+                                 f"{len(catalogue)} {kind} answers")
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks)
         self.trie = trie
-        self.item_of_sid = {sid: i for i, sid in enumerate(trie.sids)}
         self.test_prompts = test_prompts
-        self._rollout_targets = None
+        self._rollout_rows = None
         self._seconds = defaultdict(float)
         self._seconds_since_step = 0
-        if args.test_during_training:
+        if args.test_during_training and test_prompts is not None:
             if not test_prompts:
-                raise ValueError("test_during_training needs test prompts")
+                raise ValueError("test_during_training on test prompts needs at least one")
             self.add_callback(_TestDuringTraining(self))
 
     # --- rollouts -----------------------------------------------------------------------------
 
     def _generate_and_score_completions(self, inputs):
-        # the rollout needs each group's target (dynamic_sampling, add_gt)
-        self._rollout_targets = [x["target_sid"] for x in inputs]
+        # the rollout needs each group's catalogue and target (dynamic_sampling, add_gt, tests)
+        self._rollout_rows = [(x.get("answer_type", "sid"), x["target"]) for x in inputs]
+        unknown = {kind for kind, _ in self._rollout_rows} - set(self.tries)
+        if unknown:
+            raise ValueError(f"rows with answer_type {sorted(unknown)} but the trainer's catalogues are "
+                             f"{sorted(self.tries)} (title-answer rows need title_trie)")
         output = super()._generate_and_score_completions(inputs)
         if self.args.mask_all_zero and self.model.training:
             g = self.num_generations
@@ -147,29 +167,57 @@ class ReReTrainer(GRPOTrainer):
         group_prompts = prompt_ids[::g]
         if any(prompt_ids[i] != prompt_ids[i - i % g] for i in range(len(prompt_ids))):
             raise RuntimeError("a rollout group mixes prompts: the sampler must repeat each prompt G times")
-        targets = torch.tensor([self.item_of_sid.get(t.strip(), -1) for t in self._rollout_targets[::g]])
-        n_candidates = math.ceil(1.5 * g) if self.args.dynamic_sampling else g
-        pad = self.processing_class.pad_token_id
+        group_rows = self._rollout_rows[::g]
+        completion_ids = [None] * len(group_prompts)
+        distinct = []
+        test_hits = defaultdict(float)
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model:
-            if self.args.beam_search:
-                n_candidates = min(n_candidates, len(self.trie))
-                result = sid_beam_search(model, self.trie, group_prompts, n_candidates, pad,
-                                         batch_size=self.args.decode_batch_size, sort_by_length=False)
-            else:
-                result = constrained_sample(model, self.trie, group_prompts, n_candidates,
-                                            self.args.temperature, pad, batch_size=self.args.decode_batch_size)
-        items = select_candidates(result.item_index, targets, g, self.args.dynamic_sampling, self.args.add_gt)
-        flat = items.flatten()
-        lengths = self.trie.lengths[flat].tolist()
-        completion_ids = [row[:n] for row, n in zip(self.trie.completion_ids[flat].tolist(), lengths)]
+            for kind, trie in self.tries.items():  # each group decodes over its own catalogue only
+                groups = [i for i, (row_kind, _) in enumerate(group_rows) if row_kind == kind]
+                if not groups:
+                    continue
+                prompts = [group_prompts[i] for i in groups]
+                targets = [group_rows[i][1].strip() for i in groups]
+                items = self._rollout_items(model, trie, prompts, targets, g)
+                lengths = trie.lengths[items].tolist()
+                for group, row, row_lengths in zip(groups, trie.completion_ids[items].tolist(), lengths):
+                    completion_ids[group] = [ids[:n] for ids, n in zip(row, row_lengths)]
+                distinct += [len(set(row)) / g for row in items.tolist()]
+                if self.args.test_during_training and self.test_prompts is None and self.model.training:
+                    result = sid_beam_search(model, trie, prompts, self.args.test_beam,
+                                             self.processing_class.pad_token_id,
+                                             batch_size=self.args.decode_batch_size)
+                    for name, value in hr_ndcg(target_ranks(result.sids, targets), self._test_ks()).items():
+                        test_hits[name] += value * len(groups)
+        completion_ids = [ids for group in completion_ids for ids in group]
 
         mode = "train" if self.model.training else "eval"
-        distinct = torch.tensor([len(set(row)) / g for row in items.tolist()])
-        self._metrics[mode]["completions/distinct_items_per_group"].append(distinct.mean().item())
+        self._metrics[mode]["completions/distinct_items_per_group"].append(sum(distinct) / len(distinct))
+        if test_hits:  # the original's test_during_training: the batch's prompts, over all processes
+            totals = self.accelerator.gather(torch.tensor([[*test_hits.values(), len(group_prompts)]],
+                                                          device=self.accelerator.device)).sum(0)
+            for name, total in zip(test_hits, totals[:-1].tolist()):
+                self._metrics["train"][f"test/{name}"].append(total / totals[-1].item())
         if self.model.training:
             self._seconds["generation"] += time.perf_counter() - start
         return completion_ids, None
+
+    def _rollout_items(self, model, trie: SidTrie, prompts, targets, g) -> torch.Tensor:
+        """[len(prompts), g] answer indices into `trie` of each group's rollouts."""
+        target_items = torch.tensor([trie.sid_to_index.get(t, -1) for t in targets])
+        n_candidates = math.ceil(1.5 * g) if self.args.dynamic_sampling else g
+        pad = self.processing_class.pad_token_id
+        if self.args.beam_search:
+            result = sid_beam_search(model, trie, prompts, min(n_candidates, len(trie)), pad,
+                                     batch_size=self.args.decode_batch_size, sort_by_length=False)
+        else:
+            result = constrained_sample(model, trie, prompts, n_candidates, self.args.temperature, pad,
+                                        batch_size=self.args.decode_batch_size)
+        return select_candidates(result.item_index, target_items, g, self.args.dynamic_sampling, self.args.add_gt)
+
+    def _test_ks(self):
+        return [k for k in TEST_KS if k <= self.args.test_beam]
 
     # --- timing of the other phases -------------------------------------------------------------
 
@@ -232,15 +280,16 @@ class ReReTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def test_metrics(self) -> dict[str, float]:
-        """HR@K / NDCG@K of the current policy on the test prompts (main process decodes)."""
+        """HR@K / NDCG@K of the current policy on the test prompts (SID answers; the main process
+        decodes)."""
         metrics = {}
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
-            prompts = [x["prompt_ids"] for x in self.test_prompts]
+            prompts = self.processing_class(text=[x["prompt"] for x in self.test_prompts])["input_ids"]
             result = sid_beam_search(model, self.trie, prompts, self.args.test_beam,
                                      self.processing_class.pad_token_id,
                                      batch_size=self.args.decode_batch_size)
-            ranks = target_ranks(result.sids, [x["target_sid"] for x in self.test_prompts])
-            metrics = {f"test/{k}": v for k, v in hr_ndcg(ranks, ks_up_to(self.args.test_beam)).items()}
+            ranks = target_ranks(result.sids, [x["target"] for x in self.test_prompts])
+            metrics = {f"test/{k}": v for k, v in hr_ndcg(ranks, self._test_ks()).items()}
         self.accelerator.wait_for_everyone()
         return metrics

@@ -143,6 +143,23 @@ class SidTrie:
                            "is reported as the first of its items", path, shared, len(rows))
         return trie
 
+    @classmethod
+    def from_texts(cls, texts, tokenizer, item_ids=None) -> "SidTrie":
+        """Trie over any answer texts, e.g. the catalogue's titles for the SID -> title tasks: each
+        completion is `data.build_response(text)` tokenised as SFT tokenises responses, then EOS.
+        `sids` holds the distinct texts (first-appearance order); texts that tokenise alike are one
+        completion (the first text names it) and collect the item ids of all of them."""
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; every completion ends with EOS")
+        texts = [str(text).strip() for text in texts]
+        encoded = tokenizer([data.build_response(t) for t in texts], add_special_tokens=False)["input_ids"]
+        grouped: "OrderedDict[tuple, tuple[str, list]]" = OrderedDict()
+        for i, (text, ids) in enumerate(zip(texts, encoded)):
+            completion = tuple(ids) + (tokenizer.eos_token_id,)
+            grouped.setdefault(completion, (text, []))[1].append(item_ids[i] if item_ids is not None else text)
+        return cls([text for text, _ in grouped.values()], [list(c) for c in grouped],
+                   tokenizer.eos_token_id, [ids for _, ids in grouped.values()], len(tokenizer))
+
     def __len__(self):
         return len(self.sids)
 

@@ -16,6 +16,7 @@ import rl
 from decoding_reference import score_completions
 from sid_trie import SidTrie
 from minionerec_trainer import ReReConfig, ReReTrainer, select_candidates
+from runtime import InputError
 from rewards import build_reward_funcs, make_ranking_reward, make_semantic_reward, ndcg_penalties, rule_reward
 from tests import tiny
 
@@ -29,8 +30,8 @@ def test_rule_reward_is_per_row_even_for_identical_prompts():
     # two rows with the same history (same prompt) and different targets keep their own targets
     completions = [A, A, B, B]
     targets = [A, A, B, A]
-    assert rule_reward(completions=completions, target_sid=targets) == [1.0, 1.0, 1.0, 0.0]
-    assert rule_reward(completions=["<a_9>garbage", A], target_sid=[A, A]) == [0.0, 1.0]
+    assert rule_reward(completions=completions, target=targets) == [1.0, 1.0, 1.0, 0.0]
+    assert rule_reward(completions=["<a_9>garbage", A], target=[A, A]) == [0.0, 1.0]
 
 
 def test_ranking_reward_hand_computed():
@@ -42,13 +43,13 @@ def test_ranking_reward_hand_computed():
     hit_at_0 = [A] + others[1:]
     hit_at_5 = others[:5] + [A]
     no_hit = others
-    got = reward(completions=hit_at_0 + hit_at_5 + no_hit, target_sid=[A] * (3 * g))
+    got = reward(completions=hit_at_0 + hit_at_5 + no_hit, target=[A] * (3 * g))
     assert got[:g] == pytest.approx([0.0] + [-x for x in w[1:]])
     assert got[g:2 * g] == pytest.approx([-x for x in w[:5]] + [0.0])
     assert got[2 * g:] == [0.0] * g
     assert ndcg_penalties(g).sum().item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="groups of 6"):
-        reward(completions=[A] * 5, target_sid=[A] * 5)
+        reward(completions=[A] * 5, target=[A] * 5)
 
 
 def test_semantic_reward_and_missing_files(tmp_path):
@@ -56,7 +57,8 @@ def test_semantic_reward_and_missing_files(tmp_path):
     emb = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32)
     np.save(tmp_path / "emb.npy", emb)
     reward = make_semantic_reward(tmp_path / "emb.npy", index)
-    got = reward(completions=[A, B, C, "<a_7><b_7><c_7>"], target_sid=[A, A, A, A])
+    got = reward(completions=[A, B, C, "<a_7><b_7><c_7>"], target=[A] * 4, target_sid=[A] * 4,
+                 answer_type=["sid"] * 4)
     assert got == pytest.approx([1.0, 0.0, 1 / math.sqrt(2), 0.0])
     with pytest.raises(ValueError, match="--ada_path"):
         build_reward_funcs("semantic", 4, index, beam_search=False)
@@ -120,19 +122,19 @@ def test_policy_learns_a_rewarded_item(checkpoint, tmp_path):
     model = rl.load_causal_lm(root / "ckpt")
     trie = SidTrie.from_info_file(paths["info"], tok)
     favourite = trie.sids[5]
-    rows = data.SidDataset(train_file=paths["train"], tokenizer=tok, max_len=512, category="Toy_Store")
-    train_data = rl._to_hf(rows.items)
+    rows = data.SidDataset(paths["train"], tokenizer=tok, max_len=512, category="toy store items")
+    train_data = rl.to_hf_dataset(rl.rl_rows(rows.inputs))
 
     def favourite_reward(completions, **kwargs):
         return [float(c.strip() == favourite) for c in completions]
 
-    probe = [x["prompt_ids"] for x in rows.items[:6]]
+    probe = tok([x["prompt"] for x in rows.inputs[:6]])["input_ids"]
     before = score_completions(model, trie, probe)[:, 5].exp().mean().item()
     args = ReReConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_steps=8,
         learning_rate=5e-3, beta=0.0, temperature=1.0, max_completion_length=trie.depth,
         logging_steps=1, save_strategy="no", report_to="none", remove_unused_columns=False, seed=0,
-        bf16=False,
+        bf16=False, test_during_training=False,
     )
     trainer = ReReTrainer(model=model, reward_funcs=[favourite_reward], args=args,
                           train_dataset=train_data, trie=trie, processing_class=tok)
@@ -150,14 +152,15 @@ def test_completion_logps_match_full_logits_reference(checkpoint, tmp_path):
     tok = rl.load_tokenizer(root / "ckpt")
     model = rl.load_causal_lm(root / "ckpt")
     trie = SidTrie.from_info_file(paths["info"], tok)
-    rows = data.SidDataset(train_file=paths["train"], tokenizer=tok, max_len=512, category="Toy_Store")
+    rows = data.SidDataset(paths["train"], tokenizer=tok, max_len=512, category="toy store items")
     args = ReReConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
                       max_completion_length=trie.depth, temperature=0.7, report_to="none", bf16=False,
                       remove_unused_columns=False)
     trainer = ReReTrainer(model=model, reward_funcs=[rule_reward], args=args,
-                          train_dataset=rl._to_hf(rows.items), trie=trie, processing_class=tok)
+                          train_dataset=rl.to_hf_dataset(rl.rl_rows(rows.inputs)), trie=trie,
+                          processing_class=tok)
     k = trie.depth
-    prompts = [x["prompt_ids"] for x in rows.items[:6]]
+    prompts = tok([x["prompt"] for x in rows.inputs[:6]])["input_ids"]
     completions = [trie.completion_ids[i, : trie.lengths[i]].tolist() for i in range(6)]
     width = max(len(p) for p in prompts)
     ids = torch.full((6, width + k), tok.pad_token_id)
@@ -189,7 +192,7 @@ def test_errors_before_training(checkpoint, tmp_path):
         rl.train(**_rl_args(root, paths, tmp_path, train_batch_size=6))
     with pytest.raises(ValueError, match="--cf_path"):
         rl.train(**_rl_args(root, paths, tmp_path, reward_type="sasrec"))
-    with pytest.raises(FileNotFoundError, match="--info_file"):
+    with pytest.raises((FileNotFoundError, InputError), match="--info_file"):
         rl.train(**_rl_args(root, paths, tmp_path, info_file=str(tmp_path / "none.txt")))
     other = tiny.make_tokenizer("gpt2_bpe")  # no SID tokens: a tokenizer from another checkpoint
     other.save_pretrained(tmp_path / "bad")
