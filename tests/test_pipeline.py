@@ -1,48 +1,170 @@
-"""pipeline.py's stage markers: a finished stage is skipped only while its commands are unchanged
-and nothing before it ran again; a redone stage redoes every stage after it."""
+"""pipeline.py: content-addressed stages (skipped while their recipe is unchanged, shared between
+runs, a redone stage redoes every stage after it), profiles and overrides, dataset discovery, and
+one whole run on a tiny model and dataset (SIDs from the given index, a test sample stage, a report
+with the paired bootstrap)."""
 
 import json
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pipeline
+import report
+from runtime import InputError
+from tests import tiny
 
 
 def _append(path, text):
     return [sys.executable, "-c", f"open({str(path)!r}, 'a').write({text!r})"]
 
 
-def _run(run_dir, log, second="b", force_stages=(), force=False):
-    pipe = pipeline.Pipeline(run_dir, run_dir, set(force_stages), force)
-    pipe.stage("first", _append(log, "a"))
-    pipe.stage("second", _append(log, second))
-    pipe.stage("third", _append(log, "c"))
+def _run(store, log, second="b", force_stages=(), force=False):
+    pipe = pipeline.Pipeline(store, set(force_stages), force)
+    first = pipe.stage("first", lambda out: [_append(log, "a")])
+    # "second" reads what "first" wrote: its recipe names first's folder
+    second_dir = pipe.stage("second", lambda out: [_append(log, second), ["true", str(first)]])
+    pipe.stage("third", lambda out: [_append(log, "c"), ["true", str(second_dir)]])
     return pipe
 
 
 def test_stages_skip_when_unchanged_and_redo_downstream(tmp_path):
     log = tmp_path / "log.txt"
-    pipe = _run(tmp_path, log)
+    pipe = _run(tmp_path / "store", log)
     assert log.read_text() == "abc"
-    assert set(json.loads((tmp_path / ".done" / "second.json").read_text())) == {"seconds", "commands"}
-    assert set(pipe.timings) == {"first", "second", "third"}
+    assert set(json.loads((Path(pipe.stages["second"]["dir"]) / ".done.json").read_text())) == {
+        "seconds", "commands"}
+    assert not any(stage["reused"] for stage in pipe.stages.values())
 
-    _run(tmp_path, log)  # everything finished with the same commands
+    again = _run(tmp_path / "store", log)  # the same recipes: all reused, from any run
     assert log.read_text() == "abc"
+    assert all(stage["reused"] for stage in again.stages.values())
 
-    _run(tmp_path, log, second="B")  # second's command changed: second and third again
+    changed = _run(tmp_path / "store", log, second="B")  # second's recipe changed: second and third
+    assert log.read_text() == "abcBc"
+    assert changed.stages["second"]["dir"] != pipe.stages["second"]["dir"]
+    assert changed.stages["third"]["dir"] != pipe.stages["third"]["dir"]  # it reads another folder
+
+    _run(tmp_path / "store", log, second="b")  # back to the first recipe: its folders are still there
     assert log.read_text() == "abcBc"
 
-    _run(tmp_path, log, second="B", force_stages={"first"})  # first forced: all again
+    _run(tmp_path / "store", log, second="B", force_stages={"first"})  # first forced: all again
     assert log.read_text() == "abcBcaBc"
 
-    _run(tmp_path, log, second="B", force=True)
+    _run(tmp_path / "store", log, second="B", force=True)
     assert log.read_text() == "abcBcaBcaBc"
 
 
 def test_failed_stage_leaves_no_marker(tmp_path):
-    pipe = pipeline.Pipeline(tmp_path, tmp_path, set(), False)
+    pipe = pipeline.Pipeline(tmp_path, set(), False)
     with pytest.raises(SystemExit, match=r"stage broken failed \(exit 3\)"):
-        pipe.stage("broken", [sys.executable, "-c", "raise SystemExit(3)"])
-    assert not (tmp_path / ".done" / "broken.json").exists()
+        pipe.stage("broken", lambda out: [[sys.executable, "-c", "raise SystemExit(3)"]])
+    assert not list(tmp_path.glob("broken-*/.done.json"))
+
+
+def test_profiles_pass_every_flag_their_stages_rely_on():
+    for name in ("small", "smollm2"):
+        profile = pipeline.load_profile(name)
+        assert set(pipeline.FLAG_SECTIONS) <= set(profile)
+        # the settings whose defaults other scripts change: pinned in the profile
+        assert {"learning_rate", "num_epochs", "batch_size", "micro_batch_size", "tasks", "seed"} <= set(profile["sft"])
+        assert {"learning_rate", "max_steps", "beta", "num_generations", "reward_type", "beam_search",
+                "test_during_training", "seed"} <= set(profile["rl"])
+    with pytest.raises(InputError, match="profiles: .*small"):
+        pipeline.load_profile("nope")
+
+
+def test_overrides_and_flags():
+    profile = pipeline.apply_overrides(pipeline.load_profile("small"), ["rl.reward_type=rule", "sft.new_flag=3"])
+    assert profile["rl"]["reward_type"] == "rule" and profile["sft"]["new_flag"] == "3"
+    assert pipeline.load_profile("small")["rl"]["reward_type"] != "rule"  # the file's profile is untouched
+    for bad in ("rl.reward_type", "reward_type=rule", "nosuch.flag=1"):
+        with pytest.raises(InputError, match="--set"):
+            pipeline.apply_overrides(profile, [bad])
+    assert pipeline.as_flags({"a": True, "b": False, "c": 2}, fire=False) == ["--a", "--c", "2"]
+    assert pipeline.as_flags({"a": True, "b": False}, fire=True) == ["--a", "True", "--b", "False"]
+
+
+def test_find_dataset_flat_and_original_layout(tmp_path):
+    flat = tiny.write_dataset(tmp_path / "flat")
+    found = pipeline.find_dataset(tmp_path / "flat", "Toy_Store")
+    assert found["index.json"] == flat["index"] and found["test.csv"] == flat["test"]
+
+    amazon = tmp_path / "Amazon"
+    names = {"train.csv": "train/Toy_Store_5_2016-10-2018-11.csv", "valid.csv": "valid/Toy_Store_5_2016-10-2018-11.csv",
+             "test.csv": "test/Toy_Store_5_2016-10-2018-11.csv", "index.json": "index/Toy_Store.index.json",
+             "item.json": "index/Toy_Store.item.json", "info.txt": "info/Toy_Store_5_2016-10-2018-11.txt"}
+    for name, relative in names.items():
+        (amazon / relative).parent.mkdir(parents=True, exist_ok=True)
+        (amazon / relative).write_text((tmp_path / "flat" / name).read_text())
+    found = pipeline.find_dataset(amazon, "Toy_Store")
+    assert {name: path.relative_to(amazon).as_posix() for name, path in found.items()} == names
+    with pytest.raises(InputError, match="--category Office_Products.*train.csv"):
+        pipeline.find_dataset(amazon, "Office_Products")
+    with pytest.raises(InputError, match="missing train.csv"):
+        pipeline.find_dataset(tmp_path, "Toy_Store")
+
+
+def test_paired_bootstrap():
+    base = np.zeros(400)
+    better = np.zeros(400)
+    better[:40] = 1.0
+    result = report.paired_bootstrap(base, better)
+    assert result["diff"] == pytest.approx(0.1)
+    assert 0 < result["low"] < 0.1 < result["high"]
+    same = report.paired_bootstrap(better, better)
+    assert same["low"] == same["high"] == 0.0
+    assert report.paired_bootstrap(base, better) == result  # seeded
+    with pytest.raises(ValueError, match="equal-length"):
+        report.paired_bootstrap(base, better[:10])
+    ranks = np.array([0, 3, -1, 12])
+    assert list(report.per_row_metric(ranks, "HR@10")) == [1, 1, 0, 0]
+    assert report.per_row_metric(ranks, "NDCG@10")[1] == pytest.approx(1 / np.log2(5))
+
+
+def tiny_setup(root):
+    """A tiny flat dataset, a tiny backbone folder and a profile that runs every stage in seconds."""
+    paths = tiny.write_dataset(root / "data", n_items=8, n_users=16, seq_len=5)
+    tok = tiny.make_tokenizer("gpt2_bpe")
+    tok.pad_token = tok.eos_token
+    tiny.make_model(tok).save_pretrained(root / "backbone")
+    tok.save_pretrained(root / "backbone")
+    profile = {
+        "backbone": {"path": str(root / "backbone")},
+        "test_rows": 5, "test_seed": 42,
+        "sasrec": {"model": "SASRec", "epoch": 1, "early_stop": 1, "seed": 42, "batch_size": 16, "monitor": "NDCG@5"},
+        "sft": {"tasks": "sid_history_to_sid", "num_epochs": 1, "learning_rate": 0.01, "batch_size": 8,
+                "micro_batch_size": 8, "cutoff_len": 256, "group_by_length": False, "warmup_ratio": 0.0,
+                "eval_sample": 8, "seed": 42},
+        "eval": {"num_beams": 4, "batch_size": 4},
+        "rl": {"train_batch_size": 8, "eval_batch_size": 8, "num_generations": 4, "max_steps": 2,
+               "learning_rate": 0.001, "beta": 0.0, "beam_search": True, "reward_type": "rule",
+               "add_gt": True, "dynamic_sampling": False, "test_during_training": False, "eval_step": 1000000,
+               "eval_sample": 8, "save_steps": 100, "cutoff_len": 256, "seed": 42, "seq_title_sample": 8},
+    }
+    (root / "tiny.json").write_text(json.dumps(profile))
+    return paths
+
+
+def test_whole_run_on_a_given_dataset(tmp_path):
+    tiny_setup(tmp_path)
+    argv = ["--profile", str(tmp_path / "tiny.json"), "--data_dir", str(tmp_path / "data"), "--category", "Toy_Store",
+            "--runs_dir", str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results"), "--nproc", "1"]
+    report_dir = pipeline.run(argv)
+    assert report_dir == tmp_path / "results" / "Toy_Store-tiny"
+    summary = json.loads((report_dir / "results.json").read_text())
+    assert set(summary["models"]) == {"Popularity", "SASRec", "SFT", "SFT+RL"}
+    assert {m["n_rows"] for m in (summary["models"]["SFT"], summary["models"]["SFT+RL"])} == {5}
+    assert set(summary["rl_vs_sft"]) == {"HR@10", "NDCG@10"}
+    assert summary["profile"]["name"] == "tiny" and summary["commit"]
+    assert "SFT+RL minus SFT" in (report_dir / "results.md").read_text()
+    run = json.loads((tmp_path / "runs" / "Toy_Store-tiny" / "run.json").read_text())
+    # the given index is used as it is: no data/SID stages; the test sample is a stage
+    assert list(run["stages"]) == ["test_sample", "sasrec", "sft", "eval_sft", "rl", "eval_rl"]
+    assert run["dataset"]["index.json"] == str(tmp_path / "data" / "index.json")
+
+    # an RL override reuses every stage before RL
+    report_dir = pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
+    run = json.loads((tmp_path / "runs" / "other" / "run.json").read_text())
+    assert [name for name, stage in run["stages"].items() if not stage["reused"]] == ["rl", "eval_rl"]
