@@ -25,6 +25,11 @@ import logging
 import os
 from pathlib import Path
 
+import runtime
+
+if __name__ == "__main__":
+    runtime.check_flags_early(__file__)  # a bad flag or --help answers before torch loads
+
 import torch
 from datasets import Dataset as HFDataset
 from transformers import set_seed
@@ -142,8 +147,10 @@ def build_catalogues(catalogue, info_file, tokenizer, with_titles: bool):
     """(SID trie over info.txt's SIDs, title trie over the catalogue's titles or None). Every
     completion is the answer + "\\n" + EOS, tokenised as SFT tokenises responses."""
     sid_trie = SidTrie.from_info_file(info_file, tokenizer)
-    title_trie = SidTrie.from_texts(*catalogue_titles(catalogue), tokenizer) if with_titles else None
-    return sid_trie, title_trie
+    if not with_titles:
+        return sid_trie, None
+    titles, item_ids = catalogue_titles(catalogue)
+    return sid_trie, SidTrie.from_texts(titles, tokenizer, item_ids=item_ids)
 
 
 def build_datasets(tasks, catalogue, train_file, eval_file, item_meta_path, sid_index_path, tokenizer,

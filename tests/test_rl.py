@@ -13,6 +13,7 @@ import torch
 
 import data
 import rl
+from decoding import constrained_sample, sid_beam_search
 from decoding_reference import score_completions
 from sid_trie import SidTrie
 from minionerec_trainer import ReReConfig, ReReTrainer, select_candidates
@@ -235,3 +236,58 @@ def test_two_processes_give_single_process_advantages(checkpoint, tmp_path):
         # each group is one prompt with G distinct beams
         for group in np.split(df["completion"].to_numpy(), len(df) // 4):
             assert len(set(group)) == 4
+
+
+# --- SID -> title tasks: a trie over the catalogue's titles ---------------------------------------
+
+
+def test_title_trie_decoding_returns_only_catalogue_titles(checkpoint):
+    root, paths = checkpoint
+    tok = rl.load_tokenizer(root / "ckpt")
+    model = rl.load_causal_lm(root / "ckpt")
+    catalogue = data.Catalogue(paths["index"], paths["item"], paths["info"], paths["category"])
+    titles, item_ids = rl.catalogue_titles(catalogue)
+    assert len(titles) == 8
+    trie = SidTrie.from_texts(titles + [f"  {titles[0]} "], tok, item_ids=item_ids + ["again"])
+    assert trie.sids == titles and trie.item_ids[0] == [item_ids[0], "again"]  # one completion per title
+    first = trie.completion_ids[0, : trie.lengths[0]].tolist()
+    assert first == tok(data.build_response(titles[0]), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+    prompts = tok([data.build_prompt("Name the item.", f"Item {i}?") for i in range(3)])["input_ids"]
+    beams = sid_beam_search(model, trie, prompts, 5, tok.pad_token_id)
+    reference = score_completions(model, trie, prompts)
+    for row in beams.sids:
+        assert len(set(row)) == 5 and set(row) <= set(titles)
+    # each beam's score is its title's full sequence log-probability, best first
+    torch.testing.assert_close(beams.scores, reference.gather(1, beams.item_index), atol=1e-4, rtol=1e-4)
+    assert (beams.scores[:, :-1] >= beams.scores[:, 1:]).all()
+    sampled = constrained_sample(model, trie, prompts, 6, 1.0, tok.pad_token_id)
+    assert all(title in titles for row in sampled.sids for title in row)
+
+
+def test_rl_with_title_tasks_decodes_each_group_over_its_own_catalogue(checkpoint, tmp_path):
+    root, paths = checkpoint
+    trainer = rl.train(**_rl_args(
+        root, paths, tmp_path, rl_tasks="sid_history_to_sid:8,sid_to_title,sid_history_to_title:8",
+        max_steps=3, log_completions=True, save_steps=100, test_beam=5))
+    titles = set(rl.catalogue_titles(data.Catalogue(paths["index"], paths["item"]))[0])
+    sids = set(SidTrie.from_info_file(paths["info"], trainer.processing_class).sids)
+    logged = pd.concat([pd.read_parquet(p) for p in (tmp_path / "completions").glob("*.parquet")])
+    kinds = set()
+    for (_, prompt), group in logged.groupby(["step", "prompt"], sort=False):
+        completions = [c.strip() for c in group["completion"]]
+        assert len(completions) == 4 and len(set(completions)) == 4  # G distinct beams
+        is_title = set(completions) <= titles
+        assert is_title or set(completions) <= sids, completions  # one catalogue per group
+        assert is_title == ("title" in prompt.split("### Response")[0].lower()), prompt
+        kinds.add(is_title)
+    assert kinds == {True, False}  # both catalogues were decoded
+    # the original's test_during_training: HR/NDCG of each batch's prompts at every step
+    tested = [h for h in trainer.state.log_history if "test/HR@3" in h]
+    assert [h["step"] for h in tested] == [1, 2, 3]
+    assert all(0 <= h["test/NDCG@5"] <= h["test/HR@5"] <= 1 for h in tested)
+    assert "test/HR@10" not in tested[0]  # K up to test_beam only
+    # outputs as the original: the model in output_dir and model + tokenizer in final_checkpoint
+    assert (tmp_path / "model.safetensors").is_file()
+    assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
+    assert (tmp_path / "final_checkpoint" / "tokenizer.json").is_file()
