@@ -87,45 +87,59 @@ def interval(values: list[float], row_samples: np.ndarray | None = None) -> tupl
 def summarise(grid: dict, cells: dict[tuple[str, int], dict]) -> dict:
     """Per variant and metric: seeds' values, mean and 95% interval, and the paired difference to
     the first variant over the test rows (per-row values averaged over seeds)."""
-    _, output_key = MODEL_STAGES[grid["model"]]
+    stage, output_key = MODEL_STAGES[grid["model"]]
     variants = list(grid["variants"])
-    per_row = {}
-    for variant in variants:
+
+    def seed_averaged(variant: str, key: str) -> dict:
+        """Per-row metric values averaged over the variant's seeds, and each seed's mean."""
         rows = []
         for seed in grid["seeds"]:
-            targets, ranks = row_ranks(Path(cells[variant, seed]["outputs"][output_key]) / "predictions.json")
-            rows.append({m: per_row_metric(ranks, m) for m in grid["metrics"]})
-            rows[-1]["targets"] = targets
+            targets, ranks = row_ranks(Path(cells[variant, seed]["outputs"][key]) / "predictions.json")
+            rows.append({"targets": targets, **{m: per_row_metric(ranks, m) for m in grid["metrics"]}})
         if any(r["targets"] != rows[0]["targets"] for r in rows):
             raise ValueError(f"variant {variant}: seeds were scored on different test rows")
-        per_row[variant] = {"targets": rows[0]["targets"],
-                            **{m: np.mean([r[m] for r in rows], axis=0) for m in grid["metrics"]},
-                            "seeds": {m: [float(r[m].mean()) for r in rows] for m in grid["metrics"]}}
+        return {"targets": rows[0]["targets"],
+                **{m: np.mean([r[m] for r in rows], axis=0) for m in grid["metrics"]},
+                "seeds": {m: [float(r[m].mean()) for r in rows] for m in grid["metrics"]}}
+
+    per_row = {variant: seed_averaged(variant, output_key) for variant in variants}
     reference = variants[0]
     summary = {}
     for variant in variants:
-        entry = {"seeds": grid["seeds"], "runs": [cells[variant, s]["run_dir"] for s in grid["seeds"]]}
+        if per_row[variant]["targets"] != per_row[reference]["targets"]:
+            raise ValueError(f"variants {reference} and {variant} were scored on different test rows")
+        # an RL variant against its own starting point: the SFT model of the same cells
+        sft = seed_averaged(variant, "eval_sft_dir") if grid["model"] == "SFT+RL" else None
+        entry = {"seeds": grid["seeds"], "runs": [cells[variant, s]["run_dir"] for s in grid["seeds"]],
+                 "train_seconds": float(np.mean([cells[variant, s]["stages"][stage.removeprefix("eval_")]["seconds"]
+                                                 for s in grid["seeds"]]))}
         for m in grid["metrics"]:
             mean, low, high = interval(per_row[variant]["seeds"][m], per_row[variant][m])
             entry[m] = {"per_seed": per_row[variant]["seeds"][m], "mean": mean, "low": low, "high": high}
             if variant != reference:
-                if per_row[variant]["targets"] != per_row[reference]["targets"]:
-                    raise ValueError(f"variants {reference} and {variant} were scored on different test rows")
                 entry[m]["vs_reference"] = paired_bootstrap(per_row[reference][m], per_row[variant][m])
+            if sft is not None:
+                entry[m]["vs_sft"] = paired_bootstrap(sft[m], per_row[variant][m])
         summary[variant] = entry
     return summary
+
+
+def _difference(d: dict | None) -> str:
+    return f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else "reference"
 
 
 def format_table(grid: dict, summary: dict) -> str:
     reference = next(iter(summary))
     metrics = grid["metrics"]
-    header = ["variant", *[f"{m} mean [95%]" for m in metrics], *[f"{m} vs {reference} [95%]" for m in metrics]]
+    versus_sft = grid["model"] == "SFT+RL"
+    header = ["variant", *[f"{m} mean [95%]" for m in metrics], *[f"{m} vs {reference} [95%]" for m in metrics],
+              *([f"{m} vs SFT [95%]" for m in metrics] if versus_sft else []), "training s"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for variant, entry in summary.items():
         cells = [f"{entry[m]['mean']:.4f} [{entry[m]['low']:.4f}, {entry[m]['high']:.4f}]" for m in metrics]
-        for m in metrics:
-            d = entry[m].get("vs_reference")
-            cells.append(f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else "reference")
+        cells += [_difference(entry[m].get("vs_reference")) for m in metrics]
+        cells += [_difference(entry[m]["vs_sft"]) for m in metrics] if versus_sft else []
+        cells.append(f"{entry['train_seconds']:.0f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -187,7 +201,8 @@ def main(argv=None):
         pipeline.run(argv_cell)
         run_dir = runs_dir / grid["name"] / variant / f"seed{seed}"
         record = json.loads((run_dir / "run.json").read_text())
-        cells[variant, seed] = {"run_dir": str(run_dir), "outputs": record["outputs"], "commit": record["commit"]}
+        cells[variant, seed] = {"run_dir": str(run_dir), "outputs": record["outputs"], "commit": record["commit"],
+                                "stages": record["stages"]}
 
     summary = summarise(grid, cells)
     out_dir.mkdir(parents=True, exist_ok=True)
