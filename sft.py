@@ -14,6 +14,11 @@ import math
 import os
 from pathlib import Path
 
+import runtime
+
+if __name__ == "__main__":
+    runtime.check_flags_early(__file__)  # a bad flag or --help answers before torch loads
+
 import torch
 from datasets import Dataset as HFDataset
 from transformers import (

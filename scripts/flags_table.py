@@ -19,10 +19,11 @@ import contextlib
 import importlib
 import inspect
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
+
+from runtime import docstring_args  # also behind sft.py/rl.py --help
 
 REPO = Path(__file__).resolve().parents[1]
 START = "<!-- flags:start -->"
@@ -42,8 +43,6 @@ SCRIPTS = {
     "convert_gguf.py": "convert",
     "pipeline.py": None,
 }
-
-ENTRY = re.compile(r"^(\w+)\s*(?:\([^)]*\))?:\s*(.*)$")  # "name: meaning" or "name (type): meaning"
 
 
 # --- loading the scripts ----------------------------------------------------------------------
@@ -95,49 +94,6 @@ def argparse_parser(module) -> argparse.ArgumentParser:
         except _ParserCaptured as captured:
             return captured.parser
     raise RuntimeError(f"{module.__file__}: {entry.__name__}([]) returned without parsing arguments")
-
-
-# --- docstrings -------------------------------------------------------------------------------
-
-
-def docstring_args(func) -> dict[str, str]:
-    """{parameter: meaning} from the Google-style `Args:` section of func's docstring; each entry is
-    `name: meaning` with continuation lines indented deeper (joined into one line). Raises
-    ValueError on a line that is neither an entry nor a continuation (e.g. `a / b: ...`) and on a
-    name given twice."""
-    lines = (inspect.getdoc(func) or "").splitlines()
-    where = f"{func.__module__}.{func.__qualname__}"
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
-    except StopIteration:
-        raise ValueError(f"{where}: the docstring has no Args: section") from None
-    section_indent = _indent(lines[start])
-    entries: dict[str, list[str]] = {}
-    entry_indent = None
-    current = None
-    for line in lines[start + 1:]:
-        if not line.strip():
-            continue
-        indent = _indent(line)
-        if indent <= section_indent:
-            break  # the next section (Returns:, ...)
-        if entry_indent is None:
-            entry_indent = indent
-        if indent > entry_indent and current is not None:
-            entries[current].append(line.strip())
-            continue
-        match = ENTRY.match(line.strip())
-        if indent != entry_indent or not match:
-            raise ValueError(f"{where}: Args: line is not `name: meaning`: {line.strip()!r}")
-        current = match.group(1)
-        if current in entries:
-            raise ValueError(f"{where}: Args: {current} is documented twice")
-        entries[current] = [match.group(2)]
-    return {name: " ".join(part for part in parts if part) for name, parts in entries.items()}
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
 
 
 # --- rows -------------------------------------------------------------------------------------
