@@ -291,3 +291,46 @@ def test_rl_with_title_tasks_decodes_each_group_over_its_own_catalogue(checkpoin
     assert (tmp_path / "model.safetensors").is_file()
     assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
     assert (tmp_path / "final_checkpoint" / "tokenizer.json").is_file()
+
+
+UPSTREAM_RL_SH = tiny.REPO.parent / "shared" / "upstream" / "rl.sh"
+# the original rl.sh's values that name its machine's files; every other flag is passed as written
+PATH_FLAGS = ("model_path", "train_file", "eval_file", "info_file", "output_dir", "sid_index_path", "item_meta_path")
+
+
+def upstream_rl_flags() -> list[tuple[str, str]]:
+    """The `--flag value` pairs the original rl.sh passes to rl.py."""
+    text = UPSTREAM_RL_SH.read_text()
+    command = text[text.index("rl.py"):].split("done")[0]
+    words = command.replace("\\\n", " ").split()[1:]
+    return [(words[i][2:], words[i + 1]) for i in range(0, len(words), 2)]
+
+
+@pytest.mark.skipif(not UPSTREAM_RL_SH.is_file(), reason=f"the original rl.sh is not at {UPSTREAM_RL_SH}")
+def test_the_original_rl_sh_flags_run(tmp_path):
+    """rl.sh's own flag set (train batch 64, G 16, beams, ranking reward, sample_train False,
+    eval_step 0.0999, sync_ref_model, ...) on a tiny catalogue of 20 items, capped at 2 steps."""
+    flags = upstream_rl_flags()
+    names = [name for name, _ in flags]
+    assert {"sample_train", "eval_step", "sync_ref_model", "num_generations", "reward_type"} <= set(names)
+    paths = tiny.write_dataset(tmp_path / "data", n_items=20, n_users=24, seq_len=5)
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(paths["index"]))
+    tiny.make_model(tok).save_pretrained(tmp_path / "sft")
+    tok.save_pretrained(tmp_path / "sft")
+    ours = {"model_path": tmp_path / "sft", "train_file": paths["train"], "eval_file": paths["valid"],
+            "info_file": paths["info"], "output_dir": tmp_path / "out", "sid_index_path": paths["index"],
+            "item_meta_path": paths["item"]}
+    argv = []
+    for name, value in flags:
+        argv += [f"--{name}", str(ours[name]) if name in PATH_FLAGS else value.replace("${category}",
+                                                                                      "Industrial_and_Scientific")]
+    argv += ["--max_steps", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(tiny.REPO / "rl.py"), *argv], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0 of 1 finished RL at step 2" in result.stderr
+    if not torch.cuda.is_available():  # paged_adamw_32bit needs bitsandbytes on CUDA
+        assert "--optim paged_adamw_32bit needs bitsandbytes on CUDA" in result.stderr
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "final_checkpoint" / "tokenizer.json").is_file()
