@@ -247,7 +247,9 @@ def worker(spec: dict) -> dict:
             num_generations=spec["G"], train_batch_size=spec["train_batch_size"], eval_batch_size=spec["G"],
             beam_search=True, reward_type="ranking", beta=0.04, learning_rate=1e-6,
             max_steps=spec["steps"], logging_steps=1, eval_step=10**6, save_steps=10**6,
-            sample_train=spec["sample_train"], seq_title_sample=spec["sample_train"],
+            sample_train=spec["sample_train"],
+            rl_tasks=f"sid_history_to_sid,title_description_to_sid,title_history_to_sid:{spec['sample_train']}",
+            test_during_training=False,  # measure the RL step alone (rl.py's default tests every batch)
             eval_sample=1,  # transformers evaluates once at the end of training: keep it to one prompt
             precision="fp32", seed=42,
             # 512 (the default) fails on Office: 134 description_to_sid prompts are longer (max ~2000)
