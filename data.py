@@ -1,16 +1,43 @@
-"""Data layer: the MiniOneRec file formats, the one prompt builder, and every SFT/RL/eval dataset.
+"""Data layer: the MiniOneRec file formats, the run's Catalogue, the task wordings, and the
+original's dataset classes (SFT, evaluation and RL) under their names and calls.
 
 File formats (README "File formats"): split CSVs, index.json, item.json, info.txt.
 
 Every reader validates as it parses and raises `DataFormatError` naming the file, the 1-based line
-and the field, so bad input never surfaces as a traceback from deep inside a library.
+and the field, so bad input never surfaces as a traceback from deep inside a library. A UTF-8 BOM
+is accepted; a file that is not UTF-8 is named with the offending byte.
 Every writer is atomic: it writes a temporary file next to the target and renames it.
+
+Prompts (`prompt_style="upstream"`, the default) are the original's texts byte for byte, per class
+(typos such as "palyed" and "recetenly" included: a checkpoint trained by the original expects
+those tokens), tokenised its way (instruction with BOS and prompt encoded apart, then joined;
+`encode_upstream`), with its row choice (`pandas.DataFrame.sample(n, random_state=seed)` for the
+CSV classes, `random.seed(seed); random.sample` for the item classes, one `random.randint` per row
+for SFTData's instruction). `prompt_style="unified"` words every task one consistent way (`TASKS`).
+
+Deliberate differences from the original, each where the original is wrong:
+- list columns are parsed with `ast.literal_eval`, never `eval`;
+- an over-long example keeps its response and loses its oldest history items (then the end of a
+  long item text); the original's `tokens[-max_len:]` cuts the head of the instruction. Examples
+  that fit are token-for-token the original's. Evaluation prompts (test=True) are fitted to
+  max_len (the original never cuts them; at its max_len=2560 no Office prompt is cut);
+- a row whose target has no title / SID in the catalogue is an error naming file and line (the
+  original trains on "Unknown item 123" or on the item id as a SID);
+- a SID is all of its level tokens (the original joins the first three and drops items with fewer);
+- `dedup=True` drops rows whose target repeats the last history item in every class (the original
+  ignores the flag in SFTData, D3Dataset, EvalD3Dataset, SidDataset, SidSFTDataset and
+  EvalSidDataset; its scripts never set it);
+- `sample` above the number of rows takes them all (the original raises), `sample=0` is an error
+  (the original takes all rows); an item without a description has no description task (the
+  original raises KeyError);
+- the Preference* classes need a user-preference file this project has no data for: not provided.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import logging
 import os
@@ -22,6 +49,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+import pandas as pd
 from torch.utils.data import Dataset
 
 from runtime import InputError
@@ -108,11 +136,20 @@ def _require_file(path):
     return path
 
 
-def _load_json(path):
-    path = _require_file(path)
+def _read_text(path) -> str:
+    """The whole file as text: UTF-8, a leading BOM dropped; anything else is named."""
+    raw = _require_file(path).read_bytes()
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, f"not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                                    f"save it as UTF-8") from None
+
+
+def _load_json(path):
+    text = _read_text(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataFormatError(path, f"invalid JSON: {err.msg}", line=err.lineno) from None
 
@@ -203,21 +240,19 @@ def item_description(fields: dict) -> str:
 
 def read_info(path) -> list[tuple[str, str, str]]:
     """Lines `SID<TAB>title<TAB>item_id` -> list of (sid, title, item_id)."""
-    path = _require_file(path)
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) < 3:
-                raise DataFormatError(path, "expected 'SID<TAB>title<TAB>item_id'", line=line_no)
-            sid, item_id = parts[0].strip(), parts[-1].strip()
-            title = "\t".join(parts[1:-1]).strip()
-            if not (sid.startswith("<") and sid.endswith(">")):
-                raise DataFormatError(path, f"not a SID: {sid!r}", line=line_no, field="sid")
-            rows.append((sid, title, item_id))
+    for line_no, line in enumerate(io.StringIO(_read_text(path)), start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 3:
+            raise DataFormatError(path, "expected 'SID<TAB>title<TAB>item_id'", line=line_no)
+        sid, item_id = parts[0].strip(), parts[-1].strip()
+        title = "\t".join(parts[1:-1]).strip()
+        if not (sid.startswith("<") and sid.endswith(">")):
+            raise DataFormatError(path, f"not a SID: {sid!r}", line=line_no, field="sid")
+        rows.append((sid, title, item_id))
     if not rows:
         raise DataFormatError(path, "no items")
     return rows
@@ -256,10 +291,10 @@ def _parse_int(text, path, line, field):
 def read_split_csv(path, index: dict | None = None, item_meta: dict | None = None) -> list[SplitRow]:
     """Read a split CSV. With `index`, every history/target SID must be an item's SID in it; with
     `item_meta`, every item id must be in item.json. Empty histories are an error."""
-    path = _require_file(path)
+    text = _read_text(path)
     known_sids = {sid_string(t) for t in index.values()} if index is not None else None
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
@@ -378,46 +413,52 @@ def require_sid_tokens(tokenizer, index: dict[str, list[str]], source="tokenizer
 
 
 # ---------------------------------------------------------------------------------------------
-# prompts: the one place that words every task, for SFT, RL and evaluation alike
+# categories
 
-CATEGORY_PHRASES = {
+
+UPSTREAM_CATEGORY_PHRASES = {  # the original's sft.py / rl.py / evaluate.py `category_dict`
     "Industrial_and_Scientific": "industrial and scientific items",
     "Office_Products": "office products",
     "Toys_and_Games": "toys and games",
-    "Sports_and_Outdoors": "sports and outdoors products",
-    "Video_Games": "video games",
+    "Sports": "sports and outdoors",
     "Books": "books",
-    "CDs_and_Vinyl": "music albums",
-    "Movies_and_TV": "movies and TV shows",
-    "Musical_Instruments": "musical instruments",
-    "Pet_Supplies": "pet supplies",
-    "Arts_Crafts_and_Sewing": "arts and crafts products",
-    "Beauty": "beauty products",
-    "Steam": "games",
-    "ml-100k": "movies",
-    "ml-1m": "movies",
 }
 
 
 def category_phrase(category: str) -> str:
-    """Plural phrase for a category; unknown names are humanised ('Home_and_Kitchen' ->
-    'home and kitchen items')."""
-    if category in CATEGORY_PHRASES:
-        return CATEGORY_PHRASES[category]
+    """The phrase the prompts use for a `--category` name: the original's five names map to its
+    phrases; any other name is humanised ('ml-100k' -> 'ml 100k items'). sft.py, rl.py and
+    evaluate.py call this once and hand the phrase to the datasets, as the original's scripts do."""
+    if category in UPSTREAM_CATEGORY_PHRASES:
+        return UPSTREAM_CATEGORY_PHRASES[category]
     words = " ".join(str(category).replace("_", " ").replace("-", " ").split()).lower()
-    return f"{words} items" if words else "items"
+    if not words:
+        return "items"
+    return words if words.endswith("items") else f"{words} items"
 
 
+# ---------------------------------------------------------------------------------------------
+# prompt wording: one registry of tasks, each worded the original's way per stage ("upstream")
+# and the project's single consistent way ("unified")
+
+PROMPT_STYLES = ("upstream", "unified")
+
+UPSTREAM_HEADER = (  # note the space after "request." and the blank line: the original's bytes
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request. \n\n### Instruction:\n"
+)
 PROMPT_HEADER = (
     "Below is an instruction that describes a task, paired with an input that provides further "
     "context. Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n"
 )
+USER_INPUT = "### User Input: \n{input}\n\n### Response:\n"
 
 
 def build_prompt(instruction: str, user_input: str) -> str:
-    """Alpaca-style prompt ending where the model starts writing its answer."""
-    return PROMPT_HEADER.format(instruction=instruction) + f"### User Input: \n{user_input}\n\n### Response:\n"
+    """Unified-style prompt: header with the instruction, then the user input, ending where the
+    model starts writing its answer."""
+    return PROMPT_HEADER.format(instruction=instruction) + USER_INPUT.format(input=user_input)
 
 
 def build_response(answer: str) -> str:
@@ -426,66 +467,156 @@ def build_response(answer: str) -> str:
 
 
 @dataclass(frozen=True)
+class Wording:
+    """How one task is worded for one stage.
+
+    `instructions`: instruction texts (the whole text before `### User Input:`, tokenised apart
+    with BOS); a row draws one at random when there are several; empty: a bare prompt (the
+    original's RL prompts). `user_input` has `{history}`, `{item}` and `{category}` slots; each
+    history entry is written as `history_item` and joined by `history_sep`; `answer` wraps the
+    target text (the response, before EOS)."""
+
+    instructions: tuple
+    user_input: str
+    history_item: str = "{}"
+    history_sep: str = ", "
+    answer: str = "{}\n"
+
+
+@dataclass(frozen=True)
 class Task:
-    """How one task words its prompt. `user_input` has a `{history}` slot for sequential tasks."""
+    """A task name with its wordings: `upstream[stage]` (stage: sft | eval | rl, as the original's
+    dataset classes word it) and one `unified` wording for every stage."""
 
     name: str
-    instruction: str
-    user_input: str
+    unified: Wording
+    upstream: dict
 
-    def prompt(self, category: str, history=(), item="") -> str:
-        text = self.user_input.format(
-            category=category_phrase(category), history=", ".join(history), item=item
-        )
-        return build_prompt(self.instruction.format(category=category_phrase(category)), text)
+    def wording(self, style: str, stage: str) -> Wording:
+        if style == "unified":
+            return self.unified
+        if style == "upstream":
+            return self.upstream[stage]
+        raise InputError(f"prompt_style {style!r}: choose one of {PROMPT_STYLES}")
+
+
+_SFTDATA_INSTRUCTIONS = tuple(  # SFTData / D3Dataset / EvalD3Dataset draw one per row (typos kept)
+    UPSTREAM_HEADER + text
+    for text in (
+        "Given a list of {category} the user recetenly enjoy, please write a new {category} that the user may bought",
+        "Considering the {category} that has recently captured the user's interest, kindly create a compilation of other {category} that the user might have played prior to this.",
+        "Based on the user's current gaming preference, please draft a list of potential {category} they may have experienced beforehand.",
+        "Reflecting on the {category} the user has taken pleasure in recently, we request that you formulate a list of {category} that may have preceded the user's current enjoyment.",
+        "In light of the recent gaming enjoyment expressed by the user, please assemble a list of {category} that could potentially include past titles the user has engaged with.",
+        "Taking into account the {category} that has lately provided enjoyment to the user, please put together an inventory of {category} the user might have explored previously.",
+        "Given the user's newfound enjoyment of a particular {category}, would you kindly generate a roster of other {category} that might resonate with their past gaming experiences?",
+        "In response to the user's recent fondness for a specific {category}, we seek your assistance in listing possible {category} the user may have delighted in earlier.",
+        "With respect to the {category} currently enjoyed by the user, please compile a suggestive list of {category} they may have played in the past.",
+        "Bearing in mind the {category} that the user has recently been enthralled by, please construct a catalog of other {category} that the user potentially partook in beforehand.",
+        "In relation to the user's recent entertainment with a given {category}, it would be appreciated if you could curate a list of {category} that might form part of the user's previous gaming history.",
+    )
+)
+_PREDICT = "Can you predict the next possible item that the user may expect?"
+_SID_HISTORY_INPUT = "The user has interacted with items {history} in chronological order. " + _PREDICT
+_PLAYED = "The user has palyed the following {category}s before: {history}"
+_TITLE_TO_SID_INPUT = "Which item has the title: {item}?"
+_SID_TO_TITLE_INPUT = 'What is the title of item "{item}"?'
+_DESCRIPTION_INPUT = 'An item can be described as follows: "{item}". Which item is it describing?'
+_SIDHIS_TITLE_RL_INPUT = (
+    "The user has interacted with items {history} in chronological order. Can you predict the title "
+    "of the next item that the user may expect? Analyze user preferences and then predict the title "
+    "of the next item."
+)
+
+
+def _instruction(text: str) -> tuple:
+    return (UPSTREAM_HEADER + text + "\n\n",)
+
+
+def _unified(instruction: str, user_input: str) -> Wording:
+    return Wording((PROMPT_HEADER.format(instruction=instruction),), user_input)
 
 
 _NEXT = "Can you predict the next possible item the user may expect?"
+_UNIFIED_QA = "Answer the question about {category} and their semantic IDs."
 TASKS = {
     task.name: task
     for task in (
         Task(
             "sid_history_to_sid",
-            "Given the {category} a user has interacted with, recommend the next item. " + _NEXT,
-            "The user has interacted with the following {category} in chronological order: "
-            "{history}. " + _NEXT,
+            _unified("Given the {category} a user has interacted with, recommend the next item. " + _NEXT,
+                     "The user has interacted with the following {category} in chronological order: "
+                     "{history}. " + _NEXT),
+            {
+                "sft": Wording(_instruction(_PREDICT), _SID_HISTORY_INPUT),
+                "eval": Wording(_instruction(_PREDICT), "Can you predict the next possible item the user may "
+                                "expect, given the following chronological interaction history: {history}"),
+                "rl": Wording((), _SID_HISTORY_INPUT),
+            },
         ),
         Task(
             "sid_history_to_title",
-            "Given the {category} a user has interacted with, name the next item. " + _NEXT,
-            "The user has interacted with the following {category} in chronological order: "
-            "{history}. What is the title of the next item the user may expect?",
+            _unified("Given the {category} a user has interacted with, name the next item. " + _NEXT,
+                     "The user has interacted with the following {category} in chronological order: "
+                     "{history}. What is the title of the next item the user may expect?"),
+            {
+                "sft": Wording(_instruction("Can you recommend the next item for the user based on their "
+                                            "interaction history?"),
+                               "The user has sequentially interacted with items {history}. Can you recommend "
+                               "the next item for him? Tell me the title of the item"),
+                "rl": Wording((), _SIDHIS_TITLE_RL_INPUT),
+            },
         ),
         Task(
             "title_history_to_title",
-            "Given the titles of {category} a user has interacted with, name the next item. " + _NEXT,
-            "The user has interacted with the following {category} in chronological order: "
-            "{history}. What is the title of the next item the user may expect?",
+            _unified("Given the titles of {category} a user has interacted with, name the next item. " + _NEXT,
+                     "The user has interacted with the following {category} in chronological order: "
+                     "{history}. What is the title of the next item the user may expect?"),
+            {
+                "sft": Wording(tuple(t + "\n \n" for t in _SFTDATA_INSTRUCTIONS), _PLAYED, '"{}"', ",\t", '"{}"\n'),
+                "rl": Wording(tuple(t + "\n \n" for t in _SFTDATA_INSTRUCTIONS), _PLAYED, '"{}"', ",\t", '"{}"\n'),
+                "eval": Wording(tuple(t + "\n\n" for t in _SFTDATA_INSTRUCTIONS), _PLAYED, '"{}"', ",\t", '"{}"\n'),
+            },
         ),
         Task(
             "title_history_to_sid",
-            "Given the titles of {category} a user has interacted with, recommend the next item. "
-            + _NEXT,
-            "The user has interacted with the following {category} in chronological order: "
-            "{history}. " + _NEXT,
+            _unified("Given the titles of {category} a user has interacted with, recommend the next item. " + _NEXT,
+                     "The user has interacted with the following {category} in chronological order: "
+                     "{history}. " + _NEXT),
+            {
+                "sft": Wording(_instruction("Based on the user's historical interaction with item titles, "
+                                            "predict the semantic ID of the next item they may expect."),
+                               "The user has interacted with the following {category} items in chronological "
+                               "order: {history}. Can you predict the next item the user may expect?", '"{}"'),
+                "rl": Wording((), "Given the title sequence of user historical interactive items: {history}, "
+                              "can you recommend a suitable next item for the user?", '"{}"'),
+            },
         ),
         Task(
             "sid_to_title",
-            "Answer the question about {category} and their semantic IDs.",
-            "What is the title of the item with semantic ID {item}?",
+            _unified(_UNIFIED_QA, "What is the title of the item with semantic ID {item}?"),
+            {
+                "sft": Wording(_instruction("Answer the question about item identification."), _SID_TO_TITLE_INPUT),
+                "rl": Wording((), _SID_TO_TITLE_INPUT),
+            },
         ),
         Task(
             "title_to_sid",
-            "Answer the question about {category} and their semantic IDs.",
-            "Which item has the title: {item}?",
+            _unified(_UNIFIED_QA, "Which item has the title: {item}?"),
+            {
+                "sft": Wording(_instruction("Answer the question about item identification."), _TITLE_TO_SID_INPUT),
+                "rl": Wording((), _TITLE_TO_SID_INPUT),
+            },
         ),
         Task(
             "description_to_sid",
-            "Answer the question about {category} and their semantic IDs.",
-            "An item can be described as follows: {item}. Which item is it describing?",
+            _unified(_UNIFIED_QA, "An item can be described as follows: {item}. Which item is it describing?"),
+            {"rl": Wording((), _DESCRIPTION_INPUT)},
         ),
     )
 }
+_UPSTREAM_ITEM_TASK_NAMES = {"sid_to_title": "sid2title", "title_to_sid": "title2sid",
+                             "description_to_sid": "description2sid"}
 
 
 @dataclass(frozen=True)
@@ -493,100 +624,164 @@ class Example:
     """One prompt/answer pair plus the row's own target, which travels with it into rewards."""
 
     task: str
-    category: str
+    wording: Wording
+    instruction: str  # the instruction text (category filled in); "" for a bare prompt
+    category: str  # the category phrase
     history: tuple  # texts of the history slot, oldest first (empty for item tasks)
     item: str  # text of the `{item}` slot (item tasks)
-    answer: str
+    target: str  # the answer's text (a SID or a title)
     target_sid: str
     target_item_id: int
     history_item_ids: tuple
+    dedup: bool = False  # the target repeats the last history item
+
+    def user_input(self, history_start: int = 0) -> str:
+        w = self.wording
+        history = w.history_sep.join(w.history_item.format(h) for h in self.history[history_start:])
+        return w.user_input.format(history=history, item=self.item, category=self.category)
+
+    def prompt_input(self, history_start: int = 0) -> str:
+        """The user-input part of the prompt (tokenised apart from the instruction)."""
+        return USER_INPUT.format(input=self.user_input(history_start))
 
     def prompt(self, history_start: int = 0) -> str:
-        return TASKS[self.task].prompt(self.category, self.history[history_start:], self.item)
+        return self.instruction + self.prompt_input(history_start)
 
+    @property
+    def answer(self) -> str:
+        return self.wording.answer.format(self.target)
 
-def sequential_examples(rows, task, category, item_meta=None) -> list[Example]:
-    """Examples of a sequential task (history -> next item) from split rows."""
-    history_field = "history_item_sid" if task.startswith("sid_history") else "history_item_title"
-    answer_is_sid = task.endswith("_to_sid")
-    examples = []
-    for row in rows:
-        if answer_is_sid:
-            answer = row.item_sid
-        else:
-            answer = item_meta[str(row.item_id)]["title"] if item_meta else row.item_title
-        examples.append(
-            Example(
-                task=task,
-                category=category,
-                history=tuple(getattr(row, history_field)),
-                item="",
-                answer=" ".join(answer.split()),
-                target_sid=row.item_sid,
-                target_item_id=row.item_id,
-                history_item_ids=row.history_item_id,
-            )
-        )
-    return examples
-
-
-def item_examples(index, item_meta, task, category) -> list[Example]:
-    """Examples of an item task (SID <-> title, description -> SID) for every indexed item."""
-    examples = []
-    for item_id, tokens in index.items():
-        fields = item_meta.get(item_id)
-        if fields is None:
-            continue
-        sid, title = sid_string(tokens), " ".join(fields["title"].split())
-        if not title:
-            continue
-        if task == "sid_to_title":
-            item, answer = sid, title
-        elif task == "title_to_sid":
-            item, answer = title, sid
-        elif task == "description_to_sid":
-            description = item_description(fields)
-            item, answer = (f"{title}. {description}" if description else title), sid
-        else:
-            raise ValueError(f"unknown item task {task!r}")
-        examples.append(Example(task, category, (), item, answer, sid, int(item_id), ()))
-    if not examples:
-        raise ValueError("no item of the index has an entry with a title in item.json")
-    return examples
+    @property
+    def history_key(self) -> str:
+        """The original's `history_str` (prompt2history / history2target keys)."""
+        return "::".join(self.history) if self.history else self.item
 
 
 # ---------------------------------------------------------------------------------------------
-# tokenisation: batched, response kept whole, history cut from the left when too long
+# the catalogue of a run: loaded and validated once, handed to datasets, trie and evaluation
 
 
-def _fit_prompts(examples, tokenizer, budgets):
-    """Token ids and texts of each example's prompt within its budget. A prompt that is too long
-    loses its oldest history items first (histories hold at most 10 items, so this loops a few
-    times over the few long prompts only), then the end of its item text (long descriptions of the
-    item tasks). Returns (ids, texts, number of prompts shortened)."""
+class Catalogue:
+    """index.json (+ item.json, + info.txt) of one run, each read once, and the category phrase.
+
+    `answer_sids`: the SIDs constrained decoding can produce (info.txt's when given, else the
+    index's). `split(path)` reads a split CSV once and cross-checks it: every history SID must be
+    in the index, and every target must be reachable (its `item_sid` an answer SID and the SID of
+    its `item_id`); unreachable targets are an InputError naming file, first line and count,
+    unless `allow_unreachable_targets` (then a warning gives the count)."""
+
+    def __init__(self, index_file, item_file=None, info_file=None, category: str = "",
+                 allow_unreachable_targets: bool = False):
+        self.index_file, self.item_file, self.info_file = index_file, item_file, info_file
+        self.index = read_index(index_file)
+        self.item_meta = read_item_meta(item_file) if item_file else None
+        self.info = read_info(info_file) if info_file else None
+        self.category = category_phrase(category)
+        self.allow_unreachable_targets = allow_unreachable_targets
+        self.sid_of_item = {item_id: sid_string(tokens) for item_id, tokens in self.index.items()}
+        self.answer_sids = ({sid for sid, _, _ in self.info} if self.info is not None
+                            else set(self.sid_of_item.values()))
+        self.unreachable: dict[str, int] = {}
+        self._splits: dict[str, list[SplitRow]] = {}
+
+    def require_item_meta(self, who: str) -> dict:
+        if self.item_meta is None:
+            raise InputError(f"{who} needs item.json: build the Catalogue with item_file")
+        return self.item_meta
+
+    def split(self, path) -> list[SplitRow]:
+        key = str(Path(path).resolve())
+        if key not in self._splits:
+            rows = read_split_csv(path, item_meta=self.item_meta)
+            self._check(path, rows)
+            self._splits[key] = rows
+        return self._splits[key]
+
+    def _check(self, path, rows):
+        index_sids = set(self.sid_of_item.values())
+        for row in rows:
+            for sid in row.history_item_sid:
+                if sid not in index_sids:
+                    raise DataFormatError(path, f"history SID {sid!r} is not in {self.index_file}",
+                                          line=row.line, field="history_item_sid")
+        bad = []
+        for row in rows:
+            own = self.sid_of_item.get(str(row.item_id))
+            if own is None:
+                bad.append((row, f"item_id {row.item_id} is not in {self.index_file}"))
+            elif row.item_sid != own:
+                bad.append((row, f"item_sid {row.item_sid} is not the SID of item {row.item_id} ({own})"))
+            elif row.item_sid not in self.answer_sids:
+                bad.append((row, f"item_sid {row.item_sid} is not among the answer SIDs of "
+                                 f"{self.info_file or self.index_file}"))
+        if not bad:
+            return
+        self.unreachable[str(path)] = len(bad)
+        first, why = bad[0]
+        message = (f"{len(bad)} of {len(rows)} rows have a target the catalogue cannot produce "
+                   f"(first at line {first.line}: {why})")
+        if not self.allow_unreachable_targets:
+            raise InputError(f"{path}: {message}; fix the split or the SID files, or pass "
+                             f"--allow_unreachable_targets True to proceed (those rows can never be hit)")
+        logger.warning("%s: %s; proceeding (--allow_unreachable_targets): they count as misses", path, message)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenisation: the original's way (instruction and prompt encoded apart), batched
+
+
+def encode_upstream(tokenizer, texts, bos: bool, eos: bool) -> list[list[int]]:
+    """The original's `Tokenizer.encode` over many texts: the tokenizer's own ids with special
+    tokens, a leading BOS and trailing EOS it adds stripped, then BOS / EOS added on request (BOS
+    only if the tokenizer has one)."""
+    bos_id, eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    out = []
+    for ids in tokenizer(list(texts))["input_ids"]:
+        start, end = 0, len(ids)
+        while start < end and ids[start] == bos_id:
+            start += 1
+        while end > start and ids[end - 1] == eos_id:
+            end -= 1
+        ids = ([bos_id] if bos and bos_id is not None else []) + ids[start:end]
+        if eos and eos_id is not None:
+            ids.append(eos_id)
+        out.append(ids)
+    return out
+
+
+def _fit_prompts(examples, encode, fixed_lens, budgets, tokenizer):
+    """Token ids of each example's variable prompt part (`encode(list of examples and history
+    starts)`) so that fixed_len + len(ids) fits its budget. A prompt that is too long loses its
+    oldest history items first, then the end of its item text (long descriptions). The original
+    cuts `tokens[-max_len:]` instead, losing the head of the instruction; prompts that fit are
+    identical. Returns (examples as shortened, history starts, ids, number shortened)."""
     examples = list(examples)
-    history_starts = [0] * len(examples)
-    texts = [ex.prompt() for ex in examples]
-    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    pending = [i for i in range(len(examples)) if len(ids[i]) > budgets[i]]
+    for ex, fixed, budget in zip(examples, fixed_lens, budgets):
+        if budget - fixed < 1:
+            raise InputError(f"a {ex.task} answer of {ex.target[:60]!r}... leaves no room for its prompt within "
+                             f"max_len (budget {budget} after the answer, {fixed} tokens of instruction): "
+                             f"raise max_len / cutoff_len")
+    starts = [0] * len(examples)
+    ids = encode(examples, starts)
+    pending = [i for i in range(len(examples)) if fixed_lens[i] + len(ids[i]) > budgets[i]]
     n_shortened = len(pending)
     while pending:
         for i in pending:
             ex = examples[i]
-            if history_starts[i] < len(ex.history) - 1:
-                history_starts[i] += 1
+            if starts[i] < len(ex.history) - 1:
+                starts[i] += 1
             elif ex.item:
-                examples[i] = _cut_item_text(ex, tokenizer, overflow=len(ids[i]) - budgets[i])
+                overflow = fixed_lens[i] + len(ids[i]) - budgets[i]
+                examples[i] = _cut_item_text(ex, tokenizer, overflow)
             else:
-                raise ValueError(
-                    f"a {ex.task} prompt is {len(ids[i])} tokens with at most one history item and no "
-                    f"item text left to cut, above its budget of {budgets[i]}: raise max_len / cutoff_len"
+                raise InputError(
+                    f"a {ex.task} prompt is {fixed_lens[i] + len(ids[i])} tokens with at most one history "
+                    f"item and no item text left to cut, above its budget of {budgets[i]}: raise max_len / cutoff_len"
                 )
-            texts[i] = examples[i].prompt(history_starts[i])
-        for i, prompt_ids in zip(pending, tokenizer([texts[i] for i in pending], add_special_tokens=True)["input_ids"]):
-            ids[i] = prompt_ids
-        pending = [i for i in pending if len(ids[i]) > budgets[i]]
-    return ids, texts, n_shortened
+        for i, new_ids in zip(pending, encode([examples[i] for i in pending], [starts[i] for i in pending])):
+            ids[i] = new_ids
+        pending = [i for i in pending if fixed_lens[i] + len(ids[i]) > budgets[i]]
+    return examples, starts, ids, n_shortened
 
 
 def _cut_item_text(example, tokenizer, overflow: int):
@@ -602,180 +797,438 @@ def _log_truncation(name, n_shortened, n_total, max_len):
                     "then the end of long item texts)", name, n_shortened, n_total, max_len)
 
 
-def tokenize_sft(examples, tokenizer, max_len, name="dataset") -> list[dict]:
-    """input_ids / attention_mask / labels, labels -100 on every prompt token."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; SFT responses end with EOS")
-    response_ids = tokenizer(
-        [build_response(ex.answer) for ex in examples], add_special_tokens=False
-    )["input_ids"]
-    for ids in response_ids:
-        ids.append(tokenizer.eos_token_id)
-    budgets = [max_len - len(r) for r in response_ids]
-    prompt_ids, _, n_shortened = _fit_prompts(examples, tokenizer, budgets)
+def tokenize_examples(examples, tokenizer, max_len, test=False, name="dataset") -> list[dict]:
+    """The original's SFT/eval items: instruction encoded with BOS, prompt encoded apart, joined;
+    SFT (test=False) adds the response encoded with EOS and labels -100 on every prompt token;
+    test=True gives the prompt alone (input_ids / attention_mask) with the row's target fields."""
+    if not test and tokenizer.eos_token_id is None:
+        raise InputError("the tokenizer has no EOS token; SFT responses end with EOS")
+    instructions = sorted({ex.instruction for ex in examples})
+    instruction_ids = dict(zip(instructions, encode_upstream(tokenizer, instructions, bos=True, eos=False)))
+    answers = [] if test else encode_upstream(tokenizer, [ex.answer for ex in examples], bos=False, eos=True)
+    budgets = [max_len] * len(examples) if test else [max_len - len(a) for a in answers]
+    fixed = [len(instruction_ids[ex.instruction]) for ex in examples]
+
+    def encode(exs, starts):
+        return encode_upstream(tokenizer, [ex.prompt_input(s) for ex, s in zip(exs, starts)], bos=False, eos=False)
+
+    fitted, starts, prompt_ids, n_shortened = _fit_prompts(examples, encode, fixed, budgets, tokenizer)
     _log_truncation(name, n_shortened, len(examples), max_len)
     items = []
-    for prompt, response in zip(prompt_ids, response_ids):
-        input_ids = prompt + response
-        items.append(
-            {
-                "input_ids": input_ids,
-                "attention_mask": [1] * len(input_ids),
-                "labels": [-100] * len(prompt) + response,
-            }
-        )
+    for i, ex in enumerate(fitted):
+        prompt = instruction_ids[ex.instruction] + prompt_ids[i]
+        if test:
+            items.append({
+                "input_ids": prompt, "attention_mask": [1] * len(prompt),
+                "prompt": ex.prompt(starts[i]), "prompt_ids": prompt, "target_sid": ex.target_sid,
+                "target_item_id": ex.target_item_id, "history_item_ids": list(ex.history_item_ids),
+                "task": ex.task,
+            })
+        else:
+            input_ids = prompt + answers[i]
+            items.append({"input_ids": input_ids, "attention_mask": [1] * len(input_ids),
+                          "labels": [-100] * len(prompt) + answers[i]})
     return items
 
 
-def fit_prompt_texts(examples, tokenizer, max_len, answer_len, name="dataset"):
-    """(prompt texts, prompt ids) leaving `answer_len` tokens for the answer within max_len."""
-    prompt_ids, texts, n_shortened = _fit_prompts(examples, tokenizer, [max_len - answer_len] * len(examples))
-    _log_truncation(name, n_shortened, len(examples), max_len)
-    return texts, prompt_ids
+def rl_items(examples, tokenizer=None, max_len=None, name="dataset") -> tuple[list[dict], list[str]]:
+    """The original's RL items (`prompt`, `completion`) with the row's own target fields. With a
+    tokenizer and max_len, prompts too long for max_len minus the longest answer are shortened
+    (oldest history first, then the end of the item text). Returns (items, final prompts)."""
+    examples = list(examples)
+    starts = [0] * len(examples)
+    if tokenizer is not None and max_len is not None and examples:
+        answer_len = 1 + max(map(len, tokenizer([ex.answer for ex in examples], add_special_tokens=False)["input_ids"]))
+
+        def encode(exs, sts):
+            return tokenizer([ex.prompt(s) for ex, s in zip(exs, sts)], add_special_tokens=False)["input_ids"]
+
+        examples, starts, _, n_shortened = _fit_prompts(
+            examples, encode, [0] * len(examples), [max_len - answer_len] * len(examples), tokenizer)
+        _log_truncation(name, n_shortened, len(examples), max_len)
+    items = [
+        {"prompt": ex.prompt(s), "completion": ex.answer, "task": ex.task, "target_sid": ex.target_sid,
+         "target_item_id": ex.target_item_id, "history_item_ids": list(ex.history_item_ids)}
+        for ex, s in zip(examples, starts)
+    ]
+    return items, examples
 
 
 # ---------------------------------------------------------------------------------------------
-# datasets: thin views over the shared code above, with the documents' names and keyword args
+# rows: the original's sampling and order
 
 
-def load_rows(train_file, sample=-1, seed=0, dedup=False, index=None, item_meta=None):
-    """Rows of a split CSV, optionally de-duplicated (target == last history item dropped) and
-    sub-sampled to `sample` rows reproducibly by `seed` (-1 keeps all)."""
-    rows = read_split_csv(train_file, index=index, item_meta=item_meta)
-    if dedup:
-        rows = [r for r in rows if r.history_item_id[-1] != r.item_id]
-    return _subsample(rows, sample, seed)
+def sample_rows(rows, sample, seed, who):
+    """Split rows as the original chooses them: all in file order (sample < 0), or pandas'
+    `df.sample(sample, random_state=seed)` order. More rows than the file has: all of them, in
+    that shuffled order (the original raises); sample=0 selects nothing: an InputError."""
+    if sample == 0:
+        raise InputError(f"{who}: sample=0 selects no rows (use -1 for all)")
+    if sample is None or sample < 0:
+        return list(rows)
+    positions = pd.Series(range(len(rows))).sample(min(sample, len(rows)), random_state=seed).tolist()
+    return [rows[i] for i in positions]
 
 
-def _subsample(items, sample, seed):
+def sample_items(items, sample, seed, who):
+    """Item-task entries as the original chooses them: `random.seed(seed); random.sample(items,
+    sample)` when 0 < sample < len(items), else all in order; sample=0 is an InputError."""
+    if sample == 0:
+        raise InputError(f"{who}: sample=0 selects no rows (use -1 for all)")
     if sample is None or sample < 0 or sample >= len(items):
         return list(items)
-    chosen = sorted(random.Random(seed).sample(range(len(items)), sample))
-    return [items[i] for i in chosen]
+    return random.Random(seed).sample(list(items), sample)
 
 
-class ExampleDataset(Dataset):
-    """Examples of one task, rendered for a stage:
-    - SFT (default): input_ids / attention_mask / labels, labels -100 on every prompt token;
-    - prompts only (RL, evaluation, or `test=True`): the prompt text and ids with the row's own
-      target SID, target item id and history item ids, and `completion` = the answer text.
-    """
+def upstream_description(description) -> str:
+    """RLTitle2SidDataset's description text: a "['...']" string becomes its first element."""
+    if isinstance(description, list):
+        return str(description[0]) if description else ""
+    if isinstance(description, str) and description.startswith("['") and description.endswith("']"):
+        try:
+            parsed = ast.literal_eval(description)
+        except (ValueError, SyntaxError):
+            return description
+        return parsed[0] if parsed else description
+    return description
 
-    prompts_only = False
 
-    def __init__(self, examples, tokenizer, max_len, prompts_only=None, name=None):
+# ---------------------------------------------------------------------------------------------
+# datasets: the original's classes, names and calls; one implementation underneath
+
+
+class PromptDataset(Dataset):
+    """Items of one dataset class, held in `.inputs` (the original's attribute).
+
+    `stage` picks the upstream wording (sft | eval | rl); tokenised classes give SFT items
+    (input_ids / attention_mask / labels) or, with test=True, the prompt alone; RL classes give
+    `prompt` / `completion` plus the row's `task`, `target_sid`, `target_item_id` and
+    `history_item_ids`, and fill the original's `prompt2history` / `history2target`."""
+
+    stage = "sft"
+
+    def _finish(self, examples, tokenizer=None, max_len=2048, test=False, rl=False):
+        name = type(self).__name__
+        if not examples:
+            raise InputError(f"{name}: no rows left (after sample/dedup): check the file and --sample / --tasks")
         self.examples = examples
-        name = name or type(self).__name__
-        if prompts_only is None:
-            prompts_only = self.prompts_only
-        if not prompts_only:
-            self.items = tokenize_sft(examples, tokenizer, max_len, name)
-            return
-        answer_len = 1 + max(
-            map(len, tokenizer([build_response(ex.answer) for ex in examples], add_special_tokens=False)["input_ids"])
-        )
-        prompts, prompt_ids = fit_prompt_texts(examples, tokenizer, max_len, answer_len, name)
-        self.items = [
-            {
-                "prompt": prompt,
-                "prompt_ids": ids,
-                "completion": ex.answer,
-                "target_sid": ex.target_sid,
-                "target_item_id": ex.target_item_id,
-                "history_item_ids": list(ex.history_item_ids),
-                "task": ex.task,
-            }
-            for prompt, ids, ex in zip(prompts, prompt_ids, examples)
-        ]
+        if rl:
+            self.inputs, self.examples = rl_items(examples, tokenizer, max_len, name)
+            self.prompt2history = {item["prompt"]: ex.history_key for item, ex in zip(self.inputs, self.examples)}
+            self.history2target = {ex.history_key: ex.answer for ex in self.examples}
+        else:
+            self.inputs = tokenize_examples(examples, tokenizer, max_len, test, name)
+
+    @property
+    def items(self):
+        return self.inputs
 
     def __len__(self):
-        return len(self.items)
+        return len(self.inputs)
 
     def __getitem__(self, idx):
-        return self.items[idx]
+        return self.inputs[idx]
+
+    def get_inputs_list(self):
+        return self.inputs
 
     def get_all(self):
-        return list(self.items)
+        """The original's per-row records (evaluate.py writes them with "predict" added)."""
+        if self.examples and not self.examples[0].history:
+            return [{"task": _UPSTREAM_ITEM_TASK_NAMES[ex.task], "input": ex.item, "output": ex.target}
+                    for ex in self.examples]
+        return [{"input": ex.user_input(), "output": ex.answer, "history_str": ex.history_key, "dedup": ex.dedup}
+                for ex in self.examples]
 
 
-def _index_and_meta(index_file, item_file):
-    return (read_index(index_file) if index_file else None,
-            read_item_meta(item_file) if item_file else None)
+def _check_style(prompt_style):
+    if prompt_style not in PROMPT_STYLES:
+        raise InputError(f"prompt_style {prompt_style!r}: choose one of {PROMPT_STYLES}")
 
 
-class _SequentialDataset(ExampleDataset):
+def _split_rows(train_file, catalogue):
+    return catalogue.split(train_file) if catalogue is not None else read_split_csv(train_file)
+
+
+def _catalogue(index_file, item_file, catalogue, category):
+    """The run's catalogue, or one read from the paths as the original reads them."""
+    if catalogue is None:
+        catalogue = Catalogue(index_file, item_file)
+    return catalogue, (category or catalogue.category)
+
+
+def _choose_instruction(wording, rng):
+    """A row's instruction; several: one drawn with `rng.randint`, as the original does."""
+    n = len(wording.instructions)
+    if n > 1:
+        return wording.instructions[rng.randint(0, n - 1)]
+    return wording.instructions[0] if n else ""
+
+
+class _SequentialDataset(PromptDataset):
+    """Split rows -> examples of `task` (history of `history_field` -> target)."""
+
     task = "sid_history_to_sid"
+    history_field = "history_item_sid"
 
-    def __init__(self, train_file, tokenizer, max_len=2048, sample=-1, seed=0, category="",
-                 item_file=None, index_file=None, test=False, dedup=False):
-        index, meta = _index_and_meta(index_file, item_file)
-        rows = load_rows(train_file, sample, seed, dedup, index, meta)
-        self.rows = rows
-        super().__init__(sequential_examples(rows, self.task, category, meta), tokenizer, max_len,
-                         prompts_only=test or self.prompts_only)
+    def _examples(self, train_file, sample, seed, category, dedup, prompt_style, catalogue):
+        _check_style(prompt_style)
+        who = type(self).__name__
+        if not category and catalogue is not None:
+            category = catalogue.category
+        self.rows = sample_rows(_split_rows(train_file, catalogue), sample, seed, who)
+        wording = TASKS[self.task].wording(prompt_style, self.stage)
+        rng = random.Random(seed)  # the original: random.seed(seed), then one randint per row in order
+        examples = []
+        for row in self.rows:
+            instruction = _choose_instruction(wording, rng)
+            examples.append(Example(
+                task=self.task, wording=wording, instruction=instruction.format(category=category),
+                category=category, history=tuple(getattr(row, self.history_field)), item="",
+                target=self.target_of(row, train_file), target_sid=row.item_sid, target_item_id=row.item_id,
+                history_item_ids=row.history_item_id, dedup=row.item_id == row.history_item_id[-1],
+            ))
+        if dedup:
+            keep = [i for i, ex in enumerate(examples) if not ex.dedup]
+            self.rows, examples = [self.rows[i] for i in keep], [examples[i] for i in keep]
+        return examples
+
+    def target_of(self, row, path):
+        return row.item_sid
 
 
-class _ItemDataset(ExampleDataset):
+class _ItemDataset(PromptDataset):
+    """Catalogue entries -> examples of `item_tasks`, through the original's dicts: a SID keeps
+    its first position and its last item's title, a title its first position and last SID."""
+
     item_tasks = ("sid_to_title", "title_to_sid")
 
-    def __init__(self, item_file, index_file, tokenizer, max_len=2048, sample=-1, seed=0,
-                 category="", test=False):
-        index, meta = read_index(index_file), read_item_meta(item_file)
-        examples = [ex for task in self.item_tasks for ex in item_examples(index, meta, task, category)]
-        super().__init__(_subsample(examples, sample, seed), tokenizer, max_len,
-                         prompts_only=test or self.prompts_only)
+    def _examples(self, item_file, index_file, sample, seed, category, prompt_style, catalogue):
+        _check_style(prompt_style)
+        catalogue, category = _catalogue(index_file, item_file, catalogue, category)
+        meta = catalogue.require_item_meta(type(self).__name__)
+        by_task = {task: {} for task in self.item_tasks}  # input text -> (target, target sid, item id)
+        for item_id, sid in catalogue.sid_of_item.items():
+            fields = meta.get(item_id)
+            if fields is None:
+                continue
+            title = fields["title"]
+            if "sid_to_title" in by_task:
+                by_task["sid_to_title"][sid] = (title, sid, int(item_id))
+            if "title_to_sid" in by_task:
+                by_task["title_to_sid"][title] = (sid, sid, int(item_id))
+            if "description_to_sid" in by_task and "description" in fields:
+                by_task["description_to_sid"][upstream_description(fields["description"])] = (sid, sid, int(item_id))
+        entries = [(task, text, *value) for task, mapping in by_task.items() for text, value in mapping.items()]
+        entries = sample_items(entries, sample, seed, type(self).__name__)
+        examples = []
+        for task, text, target, sid, item_id in entries:
+            wording = TASKS[task].wording(prompt_style, self.stage)
+            examples.append(Example(task, wording, _choose_instruction(wording, None).format(category=category),
+                                    category, (), text, target, sid, item_id, ()))
+        return examples
+
+
+# --- SFT / evaluation classes (tokenised) ---
+
+
+class SFTData(_SequentialDataset):
+    """SFT: title history -> next item's title (one of the original's eleven instructions per row)."""
+
+    task = "title_history_to_title"
+    history_field = "history_item_title"
+
+    def __init__(self, train_file, tokenizer, max_len=2048, sample=-1, test=False, seed=0, category="", K=4,
+                 dedup=False, *, prompt_style="upstream", catalogue=None):
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, test)
+
+    def target_of(self, row, path):
+        return row.item_title
+
+
+class EvalD3Dataset(SFTData):
+    """Evaluation: title history -> next title (the original's EvalD3Dataset wording)."""
+
+    stage = "eval"
 
 
 class SidSFTDataset(_SequentialDataset):
     """SFT: SID history -> next SID."""
 
+    def __init__(self, train_file, tokenizer, max_len=2048, sample=-1, test=False, seed=0, category="", K=4,
+                 dedup=False, *, prompt_style="upstream", catalogue=None):
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, test)
 
-class FusionSeqRecDataset(_SequentialDataset):
-    """SFT: SID history -> next item's title."""
+
+class EvalSidDataset(SidSFTDataset):
+    """Evaluation: SID history -> next SID, worded as the original's evaluate.py prompts
+    (differently from SidSFTDataset: that drift is part of the original's recipe)."""
+
+    stage = "eval"
+
+
+class _CatalogueSequentialDataset(_SequentialDataset):
+    """Sequential classes that read item.json and index.json for their targets."""
+
+    def _setup(self, item_file, index_file, catalogue, category):
+        self.catalogue, category = _catalogue(index_file, item_file, catalogue, category)
+        return category
+
+    def _missing(self, row, path, what):
+        raise DataFormatError(path, f"item {row.item_id} has no {what} in the catalogue "
+                                    f"({self.catalogue.item_file or self.catalogue.index_file})",
+                              line=row.line, field="item_id")
+
+
+class FusionSeqRecDataset(_CatalogueSequentialDataset):
+    """SFT: SID history -> the title the original's sid2title gives the target SID."""
 
     task = "sid_history_to_title"
 
+    def __init__(self, train_file, item_file, index_file, tokenizer, max_len=2048, sample=-1, test=False, seed=0,
+                 category="", dedup=False, *, prompt_style="upstream", catalogue=None):
+        category = self._setup(item_file, index_file, catalogue, category)
+        meta = self.catalogue.require_item_meta(type(self).__name__)
+        self.sid2title = {sid: meta[i]["title"] for i, sid in self.catalogue.sid_of_item.items() if i in meta}
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, test)
 
-class SFTData(_SequentialDataset):
-    """SFT: title history -> next item's title."""
+    def target_of(self, row, path):
+        if row.item_sid not in self.sid2title:
+            self._missing(row, path, f"title for SID {row.item_sid}")
+        return self.sid2title[row.item_sid]
 
-    task = "title_history_to_title"
 
-
-class TitleHistory2SidSFTDataset(_SequentialDataset):
-    """SFT: title history -> next SID."""
+class TitleHistory2SidSFTDataset(_CatalogueSequentialDataset):
+    """SFT: title history -> the target item's SID from index.json."""
 
     task = "title_history_to_sid"
+    history_field = "history_item_title"
+
+    def __init__(self, train_file, item_file, index_file, tokenizer, max_len=2048, sample=-1, test=False, seed=0,
+                 category="", dedup=False, *, prompt_style="upstream", catalogue=None):
+        category = self._setup(item_file, index_file, catalogue, category)
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, test)
+
+    def target_of(self, row, path):
+        sid = self.catalogue.sid_of_item.get(str(row.item_id))
+        if sid is None:
+            self._missing(row, path, "SID")
+        return sid
 
 
 class SidItemFeatDataset(_ItemDataset):
-    """SFT: SID -> title and title -> SID, for every indexed item."""
+    """SFT: SID -> title and title -> SID; without a tokenizer the items are the original's raw
+    {'task', 'input', 'output'} entries."""
+
+    def __init__(self, item_file, index_file, tokenizer=None, max_len=2048, sample=-1, test=False, seed=0,
+                 category="", *, prompt_style="upstream", catalogue=None):
+        examples = self._examples(item_file, index_file, sample, seed, category, prompt_style, catalogue)
+        if tokenizer is None:
+            self.examples = examples
+            self.inputs = self.get_all()
+        else:
+            self._finish(examples, tokenizer, max_len, test)
+
+
+# --- RL classes (prompt strings; an optional tokenizer + max_len shortens over-long prompts) ---
+
+
+class D3Dataset(SFTData):
+    """RL: title history -> next title, the instruction inside the prompt string."""
+
+    stage = "rl"
+
+    def __init__(self, train_file, max_len=2048, sample=-1, seed=0, category="", dedup=False, *,
+                 prompt_style="upstream", catalogue=None, tokenizer=None):
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, rl=True)
 
 
 class SidDataset(_SequentialDataset):
-    """RL: SID history -> next SID."""
+    """RL: SID history -> next SID (a bare `### User Input:` prompt, as the original)."""
 
-    prompts_only = True
+    stage = "rl"
+
+    def __init__(self, train_file, max_len=2048, sample=-1, seed=0, category="", dedup=False, *,
+                 prompt_style="upstream", catalogue=None, tokenizer=None):
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, rl=True)
 
 
 class RLSeqTitle2SidDataset(_SequentialDataset):
-    """RL: title history -> next SID (the documents sample it to 10k rows)."""
+    """RL: title history -> next SID (the original's rl.py samples it to 10k rows)."""
 
-    prompts_only = True
+    stage = "rl"
     task = "title_history_to_sid"
+    history_field = "history_item_title"
+
+    def __init__(self, train_file, sample=-1, seed=0, category="", dedup=False, *, prompt_style="upstream",
+                 catalogue=None, tokenizer=None, max_len=None):
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, rl=True)
+
+
+class RLSidhis2TitleDataset(_CatalogueSequentialDataset):
+    """RL: SID history -> next item's title (from item.json by the row's item_id)."""
+
+    stage = "rl"
+    task = "sid_history_to_title"
+
+    def __init__(self, train_file, item_file, index_file, sample=-1, seed=0, category="", dedup=False, *,
+                 prompt_style="upstream", catalogue=None, tokenizer=None, max_len=None):
+        category = self._setup(item_file, index_file, catalogue, category)
+        self.meta = self.catalogue.require_item_meta(type(self).__name__)
+        examples = self._examples(train_file, sample, seed, category, dedup, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, rl=True)
+
+    def target_of(self, row, path):
+        fields = self.meta.get(str(row.item_id))
+        if fields is None:
+            self._missing(row, path, "title")
+        return fields["title"]
 
 
 class RLTitle2SidDataset(_ItemDataset):
-    """RL: title and description -> SID."""
+    """RL: title -> SID and description -> SID (duplicate titles/descriptions collapse as in the
+    original's dicts)."""
 
-    prompts_only = True
+    stage = "rl"
     item_tasks = ("title_to_sid", "description_to_sid")
 
+    def __init__(self, item_file, index_file, sample=-1, seed=0, category="", dedup=False, *,
+                 prompt_style="upstream", catalogue=None, tokenizer=None, max_len=None):
+        examples = self._examples(item_file, index_file, sample, seed, category, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, rl=True)
 
-class EvalSidDataset(_SequentialDataset):
-    """Evaluation: SID history -> next SID prompts (generation input) with their targets."""
 
-    prompts_only = True
+class RLSid2TitleDataset(_ItemDataset):
+    """RL: SID -> title."""
+
+    stage = "rl"
+    item_tasks = ("sid_to_title",)
+
+    def __init__(self, item_file, index_file, sample=-1, seed=0, category="", dedup=False, *,
+                 prompt_style="upstream", catalogue=None, tokenizer=None, max_len=None):
+        examples = self._examples(item_file, index_file, sample, seed, category, prompt_style, catalogue)
+        self._finish(examples, tokenizer, max_len, rl=True)
 
 
-SFT_TASK_DATASETS = (SidSFTDataset, SidItemFeatDataset, FusionSeqRecDataset, SFTData, TitleHistory2SidSFTDataset)
+# The task registry of the scripts: task name -> the dataset class that makes it.
+SFT_TASKS = {
+    "sid_history_to_sid": SidSFTDataset,
+    "sid_title": SidItemFeatDataset,
+    "sid_history_to_title": FusionSeqRecDataset,
+    "title_history_to_title": SFTData,
+    "title_history_to_sid": TitleHistory2SidSFTDataset,
+}
+RL_TASKS = {
+    "sid_history_to_sid": SidDataset,
+    "title_description_to_sid": RLTitle2SidDataset,
+    "title_history_to_sid": RLSeqTitle2SidDataset,
+    "sid_to_title": RLSid2TitleDataset,
+    "sid_history_to_title": RLSidhis2TitleDataset,
+}

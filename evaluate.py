@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--max_new_tokens {args.max_new_tokens} is below the completion length {trie.depth} "
                          f"(SID tokens + newline + EOS)")
     dataset = data.EvalSidDataset(train_file=args.test_data_path, tokenizer=tokenizer, max_len=args.max_len,
-                                  category=args.category)
+                                  test=True, category=data.category_phrase(args.category))
     if args.K and args.K > 0:
         dataset = _PlannedView(dataset, list(range(min(args.K, len(dataset)))))
     if rank == 0:

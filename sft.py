@@ -30,6 +30,7 @@ from transformers import (
 )
 
 import data
+from checkpoints import RunCheckpoints, run_record
 from runtime import report_to, require_paths, run_cli
 from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask, save_pretrained_atomic
 
@@ -98,7 +99,7 @@ def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
     return model, tokenizer
 
 
-class ResponseOnlyTrainer(Trainer):
+class ResponseOnlyTrainer(RunCheckpoints, Trainer):
     """Trainer whose loss computes the LM head only where it is needed. Batches are left-padded, so
     every response ends at the last position; the logits of the last `keep` positions cover all
     responses of the batch. Prompts are most of each sequence and the vocabulary is large (49k for
@@ -156,7 +157,7 @@ def _build_train_data(train_file, index_path, item_meta_path, tokenizer, cutoff_
     common = dict(tokenizer=tokenizer, max_len=cutoff_len, seed=seed, category=category)
     with_meta = dict(item_file=item_meta_path, index_file=index_path)
     builders = {
-        "sid_history_to_sid": lambda n: data.SidSFTDataset(train_file=train_file, index_file=index_path, sample=n, **common),
+        "sid_history_to_sid": lambda n: data.SidSFTDataset(train_file=train_file, sample=n, **common),
         "sid_title": lambda n: data.SidItemFeatDataset(item_file=item_meta_path, index_file=index_path, sample=n, **common),
         "sid_history_to_title": lambda n: data.FusionSeqRecDataset(train_file=train_file, sample=n, **with_meta, **common),
         "title_history_to_title": lambda n: data.SFTData(train_file=train_file, sample=n, **common),
@@ -247,6 +248,7 @@ def train(
             (both directions), sid_history_to_title, title_history_to_title, title_history_to_sid;
             empty: all five with --sample rows each (the documents' recipe).
     """
+    run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
     require_paths(base_model=base_model, train_file=train_file, eval_file=eval_file,
@@ -269,11 +271,12 @@ def train(
 
     # --- data ---------------------------------------------------------------------------------
     train_data = _build_train_data(
-        train_file, sid_index_path, item_meta_path, tokenizer, cutoff_len, task_samples, seed, category
+        train_file, sid_index_path, item_meta_path, tokenizer, cutoff_len, task_samples, seed,
+        data.category_phrase(category)
     )
     eval_ds = data.SidSFTDataset(
         train_file=eval_file, tokenizer=tokenizer, max_len=cutoff_len, sample=eval_sample,
-        seed=seed, category=category, index_file=sid_index_path,
+        seed=seed, category=data.category_phrase(category),
     )
     eval_data = _to_hf(eval_ds.items)
     logger.info("train %d examples, eval %d", len(train_data), len(eval_data))
@@ -321,6 +324,7 @@ def train(
         data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)],
     )
+    trainer.run_record = run_record(run_settings)  # resume only a checkpoint of these settings
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
     # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished training at step %d",

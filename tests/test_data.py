@@ -22,7 +22,7 @@ def tokenizer(request, dataset):
 def _sft_datasets(paths, tok, max_len=512):
     common = dict(tokenizer=tok, max_len=max_len, category=paths["category"])
     return {
-        "sid_history_to_sid": data.SidSFTDataset(train_file=paths["train"], index_file=paths["index"], **common),
+        "sid_history_to_sid": data.SidSFTDataset(train_file=paths["train"], **common),
         "item": data.SidItemFeatDataset(item_file=paths["item"], index_file=paths["index"], **common),
         "sid_history_to_title": data.FusionSeqRecDataset(train_file=paths["train"], item_file=paths["item"],
                                                          index_file=paths["index"], **common),
@@ -119,7 +119,8 @@ def test_category_phrases():
     assert data.category_phrase("Industrial_and_Scientific") == "industrial and scientific items"
     assert data.category_phrase("Office_Products") == "office products"
     assert data.category_phrase("Home_and_Kitchen") == "home and kitchen items"
-    assert "home and kitchen items" in data.TASKS["sid_history_to_sid"].prompt("Home_and_Kitchen", ["<a_1>"])
+    assert data.category_phrase("ml-100k") == "ml 100k items"
+    assert data.category_phrase("Sports") == "sports and outdoors"
 
 
 # --- prompts and tokenisation -------------------------------------------------------------------
@@ -143,19 +144,20 @@ def test_labels_cover_exactly_the_response(dataset, tokenizer):
             # tokenised on its own, as the documents do; SentencePiece-style tokenizers then
             # start a word-initial response with their space marker
             answer = tokenizer.decode(labels[n_prompt:-1])
-            assert answer.removeprefix(" ") == ex.answer + "\n", task
+            assert answer.removeprefix(" ") == ex.answer, task
             assert item["attention_mask"] == [1] * len(ids)
 
 
-def test_sid_targets_decode_back_and_stages_share_the_prompt(dataset, tokenizer):
-    sft = data.SidSFTDataset(train_file=dataset["train"], tokenizer=tokenizer, max_len=512, category="Toy_Store")
-    rl = data.SidDataset(train_file=dataset["train"], tokenizer=tokenizer, max_len=512, category="Toy_Store")
-    ev = data.EvalSidDataset(train_file=dataset["train"], tokenizer=tokenizer, max_len=512, category="Toy_Store")
+def test_sid_targets_decode_back_and_unified_stages_share_the_prompt(dataset, tokenizer):
+    common = dict(train_file=dataset["train"], max_len=512, category="toy store items", prompt_style="unified")
+    sft = data.SidSFTDataset(tokenizer=tokenizer, **common)
+    rl = data.SidDataset(**common)
+    ev = data.EvalSidDataset(tokenizer=tokenizer, test=True, **common)
     rows = data.read_split_csv(dataset["train"])
     for s, r, e, row in zip(sft.items, rl.items, ev.items, rows):
         n_prompt = s["labels"].count(-100)
-        assert s["input_ids"][:n_prompt] == r["prompt_ids"] == e["prompt_ids"]
-        assert r["prompt"] == e["prompt"] and r["target_sid"] == row.item_sid == r["completion"]
+        assert s["input_ids"][:n_prompt] == e["prompt_ids"] == e["input_ids"]
+        assert r["prompt"] == e["prompt"] and r["target_sid"] == row.item_sid and r["completion"] == row.item_sid + "\n"
         assert r["history_item_ids"] == list(row.history_item_id)
 
 
@@ -202,13 +204,16 @@ def test_long_item_descriptions_are_cut_to_fit(tmp_path, dataset):
     common = dict(item_file=str(item_file), index_file=dataset["index"], tokenizer=tok, category="Toy_Store")
     rl_prompts = data.RLTitle2SidDataset(max_len=200, **common)
     sft_rows = data.SidItemFeatDataset(max_len=200, **common)
-    assert max(len(x["prompt_ids"]) for x in rl_prompts.items) <= 200 - 4
+    assert max(len(tok(x["prompt"], add_special_tokens=False)["input_ids"]) for x in rl_prompts.items) <= 200 - 4
     assert max(len(x["input_ids"]) for x in sft_rows.items) <= 200
     cut = next(x["prompt"] for x in rl_prompts.items if "word0 " in x["prompt"])
     assert "word599" not in cut and cut.endswith("### Response:\n")
-    assert tok(cut)["input_ids"] == next(x["prompt_ids"] for x in rl_prompts.items if x["prompt"] == cut)
     with pytest.raises(ValueError, match="no item text left"):
         data.RLTitle2SidDataset(max_len=20, **common)
+    meta[long_item]["title"] = "Long " + meta[long_item]["description"]  # an answer cannot be cut
+    item_file.write_text(json.dumps(meta))
+    with pytest.raises(data.InputError, match="sid_to_title answer .* leaves no room for its prompt"):
+        data.SidItemFeatDataset(max_len=200, **common)
 
 
 def test_sample_seed_and_dedup(tmp_path, dataset, tokenizer):
@@ -244,7 +249,7 @@ def test_office_files_round_trip():
     tok = tiny.make_tokenizer("gpt2_bpe")
     data.add_sid_tokens(tok, index)
     ds = data.SidSFTDataset(train_file=office / "test.csv", tokenizer=tok, max_len=2048, sample=50,
-                            category="Office_Products")
+                            category=data.category_phrase("Office_Products"), prompt_style="unified")
     for item, ex in zip(ds.items, ds.examples):
         n = item["labels"].count(-100)
         assert tok.decode(item["labels"][n:-1]) == ex.target_sid + "\n"

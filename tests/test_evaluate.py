@@ -82,7 +82,7 @@ def test_evaluate_rows_in_order_with_exact_beams(checkpoint):
     root, paths = checkpoint
     model, tok = evaluate.load_model_and_tokenizer(str(root / "model"))
     trie = SidTrie.from_info_file(paths["info"], tok)
-    ds = data.EvalSidDataset(train_file=paths["test"], tokenizer=tok, max_len=512, category="Toy_Store")
+    ds = data.EvalSidDataset(train_file=paths["test"], tokenizer=tok, max_len=512, test=True, category="toy store items")
     rows = evaluate.evaluate_rows(model, tok, trie, ds, num_beams=len(trie), batch_size=3)
     assert [r["output"] for r in rows] == [r.item_sid for r in ds.rows]
     assert [r["user_id"] for r in rows] == [r.user_id for r in ds.rows]
