@@ -1,15 +1,17 @@
 """Quantiser codes -> collision-free SIDs (index.json) and the report on how good they are.
 
 Level l's code c becomes the token `<{letter_l}_{c}>`, letters a, b, c, ... Two items must never
-share a SID, so collisions are resolved in two steps:
-  1. last level: inside a group of items with equal codes, the first item (catalogue order) keeps
-     them and each other item moves to its nearest last-level code that no item with the same
-     prefix uses, so it keeps three tokens (upstream balances its last level with Sinkhorn for
-     the same purpose);
-  2. extra level: items that still collide (a prefix with more items than last-level codes) get one
-     more token, `<d_0>`, `<d_1>`, ... after three levels, numbered in catalogue order.
-Items with identical text therefore share every code but the last; no SID is a prefix of another
-(a colliding group has no shorter SID); the SID vocabulary is exactly the tokens the index uses.
+share a SID. Each method first applies its own repair (rq/build_sids.py), then what still collides
+gets the extra level:
+  - `reassign_last_level` (RQ-KMeans, which has none in the original): inside a group of items with
+    equal codes, the first item (catalogue order) keeps them and each other item moves to its
+    nearest last-level code that no item with the same prefix uses, so it keeps three tokens;
+  - `rqvae.sinkhorn_repair` (RQ-VAE): the original's Sinkhorn re-assignment of the last level;
+  - extra level (`collision_suffixes`, the original's ordinal de-duplication of constrained
+    RQ-KMeans and RQ-KMeans+): every item of a group that still shares all codes gets one more
+    token, `<d_0>`, `<d_1>`, ... after three levels, numbered in catalogue order.
+No SID is a prefix of another (a colliding group has no shorter SID); the SID vocabulary is exactly
+the tokens the index uses.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 import string
 
 import numpy as np
+
+import data
 
 LEVEL_LETTERS = string.ascii_lowercase
 MAX_DEFAULT_CODEBOOK = 256  # the paper's 3 x 256
@@ -98,18 +102,37 @@ def count_colliding(codes: np.ndarray) -> dict:
     return {"items": int(shared.sum()), "shared_sids": int(len(shared)), "largest_group": int(counts.max())}
 
 
+def perplexity(codes: np.ndarray) -> float:
+    """exp(entropy) of the code distribution of one level: the number of equally used codes it is
+    worth (the codebook size when use is uniform)."""
+    p = np.bincount(codes) / len(codes)
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def largest_prefix_groups(codes: np.ndarray) -> list[int]:
+    """Per prefix depth d = 1..levels, the most items sharing their first d codes."""
+    return [int(np.unique(codes[:, :depth], axis=0, return_counts=True)[1].max())
+            for depth in range(1, codes.shape[1] + 1)]
+
+
 def sid_report(embeddings: np.ndarray, raw_codes: np.ndarray, codes: np.ndarray, suffixes: np.ndarray,
                index: dict[str, list[str]], codebook_sizes: list[int]) -> dict:
-    """Collisions at each step, codebook use, and semantic coherence of level 0."""
+    """Collisions before and after repair, codebook use, and semantic coherence of level 0.
+    raw_codes: the quantiser's codes; codes: after the method's collision repair; suffixes: the
+    extra level (-1 where none)."""
     sid_strings = ["".join(tokens) for tokens in index.values()]
     within, overall = mean_pair_cosines(embeddings, codes[:, 0])
+    levels = range(codes.shape[1])
     return {
         "items": len(codes),
         "levels": codes.shape[1],
         "codebook_sizes": list(codebook_sizes),
-        "codes_used_per_level": [int(len(np.unique(codes[:, level]))) for level in range(codes.shape[1])],
+        "codes_used_per_level": [int(len(np.unique(codes[:, level]))) for level in levels],
+        "perplexity_per_level": [round(perplexity(codes[:, level]), 2) for level in levels],
+        "largest_group_per_prefix_depth": largest_prefix_groups(codes),
         "collisions_before": count_colliding(raw_codes),
-        "items_moved_at_last_level": int((raw_codes[:, -1] != codes[:, -1]).sum()),
+        "items_moved_by_repair": int((raw_codes != codes).any(axis=1).sum()),
         "items_with_extra_level": int((suffixes >= 0).sum()),
         "extra_level_tokens": int(suffixes.max() + 1),
         "collisions_after": {"items": len(sid_strings) - len(set(sid_strings))},
@@ -117,3 +140,13 @@ def sid_report(embeddings: np.ndarray, raw_codes: np.ndarray, codes: np.ndarray,
         "mean_cosine_same_first_code": within,
         "mean_cosine_all_pairs": overall,
     }
+
+
+def write_row_index(codes: np.ndarray, path) -> dict:
+    """The original scripts' index file: keys are embedding row numbers; items that still share
+    all codes get the extra level. Returns collision counts before the extra level."""
+    import data
+
+    index = build_index([str(row) for row in range(len(codes))], codes, collision_suffixes(codes))
+    data.write_index(index, path)
+    return count_colliding(codes)

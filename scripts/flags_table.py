@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -37,9 +37,19 @@ SCRIPTS = {
     "calc.py": None,
     "sasrec.py": None,
     "rq/build_sids.py": None,
+    "rq/embeddings.py": None,
+    "rq/text2emb/amazon_text2emb.py": None,
+    "rq/rqkmeans_faiss.py": None,
+    "rq/rqkmeans_constrained.py": None,
+    "rq/rqvae.py": None,
+    "rq/generate_indices.py": None,
+    "rq/rqkmeans_plus.py": None,
+    "rq/generate_indices_plus.py": None,
     "data/prepare_ml100k.py": None,
     "data/amazon18_data_process.py": None,
-    "data/convert_dataset.py": None,
+    "convert_dataset.py": None,
+    "split.py": None,
+    "merge.py": None,
     "convert_gguf.py": "convert",
     "pipeline.py": None,
 }
@@ -49,18 +59,13 @@ SCRIPTS = {
 
 
 def load_script(script: str):
-    """Import a script as a module (not as __main__, so it does nothing). Scripts in a subfolder
-    import their neighbours by bare name, as `python data/x.py` would: the folder is put on
-    sys.path while the script imports."""
+    """Import a script file as a module (not as __main__, so it does nothing). The repository is
+    installed (editable), so a script's own imports work without its folder on sys.path."""
     path = REPO / script
-    saved = list(sys.path)
-    for folder in (str(REPO), str(path.parent)):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    try:
-        return importlib.import_module(path.stem)
-    finally:
-        sys.path[:] = saved
+    spec = importlib.util.spec_from_file_location(f"flags_table_{script.replace('/', '_')[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class _ParserCaptured(Exception):
