@@ -35,6 +35,7 @@ from datasets import Dataset as HFDataset
 from transformers import set_seed
 
 import data
+from checkpoints import run_record
 from minionerec_trainer import ReReConfig, ReReTrainer
 from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
 from rewards import build_reward_funcs
@@ -43,8 +44,6 @@ from sid_trie import SidTrie
 
 logger = logging.getLogger("rl")
 
-# The original's three tasks; the title-history task sampled to 10k rows as its rl.py does.
-ORIGINAL_RL_TASKS = "sid_history_to_sid,title_description_to_sid,title_history_to_sid:10000"
 # per RL task (data.RL_TASKS makes its rows): the catalogue its answers come from, and the files
 # its dataset class takes positionally, as the original's rl.py calls it
 RL_TASK_SPECS = {
@@ -300,7 +299,7 @@ def train(
     dapo: bool = False,
     gspo: bool = False,
     # additions (not flags of the original's rl.py)
-    rl_tasks: str = ORIGINAL_RL_TASKS,
+    rl_tasks: str = "sid_history_to_sid,title_description_to_sid,title_history_to_sid:10000",
     prompt_style: str = "upstream",
     sasrec_score: str = "logit",
     cutoff_len: int = 512,
@@ -371,7 +370,8 @@ def train(
         gspo: sequence-level importance ratio (GSPO); not together with dapo.
         rl_tasks: comma-separated RL tasks, each optionally `:rows` (default all rows): any of
             sid_history_to_sid, title_description_to_sid, title_history_to_sid, sid_to_title,
-            sid_history_to_title. The default is the original's three.
+            sid_history_to_title. The default is the original's three (title history sampled
+            to 10k rows as its rl.py does).
         prompt_style: upstream (the original's RL prompts) or unified (the project's wording).
         sasrec_score: the sasrec reward's score: logit (the original's raw SASRec logit) or prob
             (its softmax probability over the catalogue).
@@ -401,6 +401,7 @@ def train(
         gradient_checkpointing: recompute activations in the backward pass (TRL's default is on;
             it only pays for large models on GPUs).
     """
+    run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # --- checks that must fail before any work -----------------------------------------------
     require_paths(model_path=model_path, train_file=train_file, eval_file=eval_file, info_file=info_file,
@@ -453,6 +454,7 @@ def train(
         eval_dataset=eval_data, trie=sid_trie, title_trie=title_trie, processing_class=tokenizer,
         test_prompts=test_rows,
     )
+    trainer.run_record = run_record(run_settings)  # resume only a checkpoint of these settings
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
     # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished RL at step %d",

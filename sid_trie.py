@@ -36,8 +36,9 @@ class ConstrainedDecodingError(RuntimeError):
 class SidTrie:
     """Tensorised trie over the token ids of every valid completion (SID tokens, "\\n", EOS).
 
-    Attributes: `sids` (distinct valid SIDs, item order), `item_ids` (the catalogue item ids of
-    each SID; more than one only for colliding SIDs), `completion_ids` LongTensor [n, depth]
+    Attributes: `sids` (distinct valid SIDs, item order; the answer texts of a trie built by
+    `from_texts`), `item_ids` (the catalogue item ids of each SID; more than one only for colliding
+    SIDs), `completion_ids` LongTensor [n, depth]
     (padded after EOS with EOS), `lengths` LongTensor [n] (tokens up to and including EOS),
     `depth`, `eos_token_id`, `sid_to_index`.
     """

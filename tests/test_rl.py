@@ -334,3 +334,36 @@ def test_the_original_rl_sh_flags_run(tmp_path):
         assert "--optim paged_adamw_32bit needs bitsandbytes on CUDA" in result.stderr
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert (tmp_path / "out" / "final_checkpoint" / "tokenizer.json").is_file()
+
+
+def test_build_datasets_sample_train_and_rl_tasks(checkpoint, tmp_path):
+    root, paths = checkpoint
+    tok = rl.load_tokenizer(root / "ckpt")
+    catalogue = data.Catalogue(paths["index"], paths["item"], paths["info"], paths["category"])
+
+    def build(tasks, **kwargs):
+        return rl.build_datasets(rl.parse_rl_tasks(tasks), catalogue, paths["train"], paths["valid"],
+                                 paths["item"], paths["index"], tok, 512, **kwargs)
+
+    n_rows = len(data.read_split_csv(paths["train"]))
+    every, valid = build("sid_history_to_sid")
+    assert len(every) == n_rows and len(valid) == len(data.read_split_csv(paths["valid"]))
+    assert set(every.column_names) == set(rl.ROW_COLUMNS)
+    assert len(build("sid_history_to_sid", sample_train=5)[0]) == 5  # an integer: rows of the SID task
+    assert len(build("sid_history_to_sid:7")[0]) == 7
+    assert len(build("sid_history_to_sid", sample_train=True, model_path="out/rl")[0]) == n_rows
+    # the original: True drops the first 20% of the shuffled rows of an SFT model_path
+    kept = build("sid_history_to_sid", sample_train=True, model_path="out/sft/final_checkpoint")[0]
+    assert len(kept) == n_rows - int(0.2 * n_rows)
+    assert kept["prompt"] == every["prompt"][int(0.2 * n_rows):]  # the tail of the same shuffle
+    mixed = build("title_description_to_sid,sid_to_title:3")[0]
+    assert sorted(mixed["answer_type"]).count("title") == 3
+    assert {t for t, kind in zip(mixed["target"], mixed["answer_type"]) if kind == "title"} <= {
+        f"Item number {i}" for i in range(8)}
+    assert all(h == [] for h in mixed["history_item_ids"])
+    for bad, message in [("sid_history_to_sid,nope", "unknown task"), ("sid_to_title:x", "integer"),
+                         ("sid_to_title:0", "positive"), ("sid_to_title,sid_to_title", "twice"), ("", "no task")]:
+        with pytest.raises(InputError, match=message):
+            rl.parse_rl_tasks(bad)
+    with pytest.raises(InputError, match="--sample_train"):
+        rl.check_flags(str(tmp_path), False, False, 4, 8, 8, sample_train=0)
