@@ -26,6 +26,7 @@ every flag a stage relies on explicitly, so a script's defaults changing does no
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -142,6 +143,13 @@ class Pipeline:
         recipe = json.dumps([[str(part) for part in command] for command in build(Path("{out}"))])
         out = self.store / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
         commands = [[str(part) for part in command] for command in build(out)]
+        self.store.mkdir(parents=True, exist_ok=True)
+        # two pipelines (or ablation cells) sharing the store: the second waits for the first's stage
+        with open(self.store / f"{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._run_stage(name, out, commands)
+
+    def _run_stage(self, name: str, out: Path, commands: list[list[str]]) -> Path:
         marker = out / ".done.json"
         if marker.is_file() and not (self.force or name in self.force_stages or self.upstream_ran):
             done = json.loads(marker.read_text())

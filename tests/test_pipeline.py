@@ -147,6 +147,7 @@ def tiny_setup(root):
     return paths
 
 
+@pytest.mark.slow
 def test_whole_run_on_a_given_dataset(tmp_path):
     tiny_setup(tmp_path)
     argv = ["--profile", str(tmp_path / "tiny.json"), "--data_dir", str(tmp_path / "data"), "--category", "Toy_Store",
