@@ -34,6 +34,7 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
+from checkpoints import RunCheckpoints
 from decoding import constrained_sample, sid_beam_search
 from modeling import positions_from_mask
 from sid_trie import SidTrie
@@ -103,7 +104,7 @@ class _TestDuringTraining(TrainerCallback):
             self.trainer.log(self.trainer.test_metrics())
 
 
-class ReReTrainer(GRPOTrainer):
+class ReReTrainer(RunCheckpoints, GRPOTrainer):
     """GRPOTrainer whose rollouts are constrained to the catalogue (see module docstring).
 
     Dataset rows carry `prompt`, the row's own `target` (its answer text: a SID or a title) and

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import torch
@@ -106,10 +106,12 @@ def check_vocab_matches(model, tokenizer, source):
 
 
 def save_pretrained_atomic(model, tokenizer, output_dir):
-    """Save model + tokenizer into a temporary sibling folder, then swap it into place."""
+    """Save model + tokenizer into a temporary sibling folder, then swap it into place. The folder
+    gets the usual mode (umask), not mkdtemp's private 0700."""
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    tmp = output_dir.with_name(f".{output_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:

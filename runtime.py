@@ -39,13 +39,17 @@ class FlagError(InputError):
     """A flag that does not exist or a value its type cannot take (exit status 2)."""
 
 
+class PathNotFound(InputError, FileNotFoundError):
+    """A path flag names nothing (also a FileNotFoundError, for callers that catch that)."""
+
+
 def require_paths(**flags):
     """Fail before any work when a required path flag is empty or names nothing."""
     for flag, path in flags.items():
         if not path:
             raise InputError(f"--{flag} is required")
         if not Path(path).exists():
-            raise InputError(f"--{flag} {path}: not found")
+            raise PathNotFound(f"--{flag} {path}: not found")
 
 
 def report_to(wandb_project: str) -> str:
