@@ -4,7 +4,16 @@
         --sid_index_path index.json --item_meta_path item.json --output_dir out/sft
 
 or on several processes: `torchrun --nproc_per_node N sft.py ...` (see sft.sh).
-Reads top to bottom: checks, tokenizer + SID tokens, model, datasets, Trainer, save.
+
+The original's recipe by default (its sft.py): its five tasks with --sample rows each, its prompts
+(data.py, prompt_style upstream), warm-up 20 steps then linear decay, evaluation and a checkpoint
+every 5% of the steps, the best kept (save_total_limit 1) and loaded at the end, early stopping
+after 3 evaluations without improvement, loss logged every step, bf16 where supported, the model
+saved in output_dir and model + tokenizer in output_dir/final_checkpoint. Every setting is a flag.
+
+Reads top to bottom as named steps that tests and benchmarks call too: checks, Catalogue (files
+read and cross-checked once), prepare_model_and_tokenizer, build_train_data / build_eval_data,
+build_training_arguments, train, save_outputs.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from transformers import (
 
 import data
 from checkpoints import RunCheckpoints, run_record
-from runtime import report_to, require_paths, run_cli
+from runtime import InputError, report_to, require_paths, run_cli
 from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask, save_pretrained_atomic
 
 logger = logging.getLogger("sft")
@@ -73,11 +82,12 @@ def init_new_rows(model, first_new_row: int, seed: int):
         weight[first_new_row:] = (old.mean(0) + noise * old.std(0)).to(weight.dtype)
 
 
-def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
+def prepare_model_and_tokenizer(base_model, sid_index, precision="auto",
                                 train_from_scratch=False, freeze_LLM=False, seed=42):
-    """Tokenizer with the index's SID tokens added, and the model with its embeddings resized to
-    it (new rows drawn around the mean of the existing ones, at their scale: init_new_rows)."""
-    index = data.read_index(sid_index_path)
+    """Tokenizer with the SID tokens of `sid_index` (an index.json path or its loaded dict) added,
+    and the model with its embeddings resized to it (new rows drawn around the mean of the
+    existing ones, at their scale: init_new_rows). Pad = EOS, left padding, as the original."""
+    index = sid_index if isinstance(sid_index, dict) else data.read_index(sid_index)
     tokenizer = load_tokenizer(base_model, padding_side="left")
     original_vocab_size = len(tokenizer)
     new_tokens = data.add_sid_tokens(tokenizer, index)
@@ -92,7 +102,7 @@ def prepare_model_and_tokenizer(base_model, sid_index_path, precision="auto",
     model.config.pad_token_id = tokenizer.pad_token_id
     if freeze_LLM:
         if not new_tokens:
-            raise ValueError("--freeze_LLM trains only new SID tokens, but the tokenizer already has them all")
+            raise InputError("--freeze_LLM trains only new SID tokens, but the tokenizer already has them all")
         freeze_all_but_new_rows(model, original_vocab_size)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("model: %d parameters, %d trainable, %s", model.num_parameters(), n_trainable, dtype)
@@ -130,160 +140,79 @@ class ResponseOnlyTrainer(RunCheckpoints, Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def _world_size():
+def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-SFT_TASKS = ("sid_history_to_sid", "sid_title", "sid_history_to_title", "title_history_to_title",
-             "title_history_to_sid")
-
-
 def parse_tasks(tasks: str, sample: int) -> dict[str, int]:
-    """`--tasks "name[:rows],..."` -> {task: rows sampled (-1: all)}; empty: all five at --sample."""
+    """`--tasks "name[:rows],..."` -> {task: rows sampled (-1: all)} over data.SFT_TASKS; empty:
+    all five at --sample (the original's recipe)."""
+    if sample == 0:
+        raise InputError("--sample 0 selects no rows: use -1 for all rows, or a positive count")
     if not tasks:
-        return {task: sample for task in SFT_TASKS}
+        return {task: sample for task in data.SFT_TASKS}
     if isinstance(tasks, (list, tuple)):  # fire turns "a,b" into a tuple
         tasks = ",".join(map(str, tasks))
     chosen = {}
     for part in str(tasks).split(","):
         name, _, rows = part.strip().partition(":")
-        if name not in SFT_TASKS:
-            raise ValueError(f"--tasks: unknown task {name!r}; choose from {SFT_TASKS}")
-        chosen[name] = int(rows) if rows else sample
+        if name not in data.SFT_TASKS:
+            raise InputError(f"--tasks: unknown task {name!r}; choose from {tuple(data.SFT_TASKS)}")
+        try:
+            chosen[name] = int(rows) if rows else sample
+        except ValueError:
+            raise InputError(f"--tasks {part!r}: the row count after ':' must be an integer") from None
+        if chosen[name] == 0:
+            raise InputError(f"--tasks {part!r} selects no rows: drop the task, or give -1 / a positive count")
     return chosen
 
 
-def _build_train_data(train_file, index_path, item_meta_path, tokenizer, cutoff_len, task_samples, seed, category):
-    common = dict(tokenizer=tokenizer, max_len=cutoff_len, seed=seed, category=category)
-    with_meta = dict(item_file=item_meta_path, index_file=index_path)
-    builders = {
-        "sid_history_to_sid": lambda n: data.SidSFTDataset(train_file=train_file, sample=n, **common),
-        "sid_title": lambda n: data.SidItemFeatDataset(item_file=item_meta_path, index_file=index_path, sample=n, **common),
-        "sid_history_to_title": lambda n: data.FusionSeqRecDataset(train_file=train_file, sample=n, **with_meta, **common),
-        "title_history_to_title": lambda n: data.SFTData(train_file=train_file, sample=n, **common),
-        "title_history_to_sid": lambda n: data.TitleHistory2SidSFTDataset(train_file=train_file, sample=n, **with_meta, **common),
-    }
-    datasets = [builders[task](rows) for task, rows in task_samples.items()]
-    for ds in datasets:
-        logger.info("%-28s %6d examples", type(ds).__name__, len(ds))
-    items = [item for ds in datasets for item in ds.items]
-    return _to_hf(items)
-
-
-def _to_hf(items):
+def to_hf_dataset(items, shuffle_seed: int | None = None) -> HFDataset:
+    """The Trainer's dataset of SFT items (+ a `length` column for --group_by_length), shuffled
+    with `shuffle_seed` as the original shuffles its sets."""
     columns = {key: [item[key] for item in items] for key in ("input_ids", "attention_mask", "labels")}
     columns["length"] = [len(ids) for ids in columns["input_ids"]]
-    return HFDataset.from_dict(columns)
+    dataset = HFDataset.from_dict(columns)
+    return dataset if shuffle_seed is None else dataset.shuffle(seed=shuffle_seed)
 
 
-def train(
-    # model / data
-    base_model: str = "",
-    train_file: str = "",
-    eval_file: str = "",
-    output_dir: str = "",
-    sample: int = -1,
-    seed: int = 42,
-    # training hyper-parameters
-    batch_size: int = 128,
-    micro_batch_size: int = 4,
-    num_epochs: int = 10,
-    learning_rate: float = 3e-4,
-    cutoff_len: int = 512,
-    group_by_length: bool = False,
-    freeze_LLM: bool = False,
-    # logging and checkpoints
-    wandb_project: str = "",
-    wandb_run_name: str = "",
-    resume_from_checkpoint: str | bool | None = None,
-    category: str = "",
-    train_from_scratch: bool = False,
-    sid_index_path: str = "",
-    item_meta_path: str = "",
-    # additions (not in the documents' script)
-    precision: str = "auto",
-    eval_per_epoch: float = 2,
-    early_stopping_patience: int = 3,
-    warmup_ratio: float = 0.03,
-    eval_sample: int = -1,
-    max_steps: int = -1,
-    logging_steps: int = 10,
-    deepspeed: str = "",
-    tasks: str = "",
-):
-    """Supervised fine-tuning on the five SFT tasks concatenated.
+def build_train_data(catalogue: data.Catalogue, train_file, tokenizer, cutoff_len, task_samples: dict, seed,
+                     prompt_style="upstream") -> HFDataset:
+    """The SFT tasks' datasets concatenated in the original's order and shuffled with seed 42."""
+    common = dict(tokenizer=tokenizer, max_len=cutoff_len, seed=seed, category=catalogue.category,
+                  prompt_style=prompt_style, catalogue=catalogue)
+    paths = dict(item_file=catalogue.item_file, index_file=catalogue.index_file)
+    datasets = []
+    for task, rows in task_samples.items():
+        cls = data.SFT_TASKS[task]
+        if cls is data.SidItemFeatDataset:
+            ds = cls(sample=rows, **paths, **common)
+        elif cls in (data.FusionSeqRecDataset, data.TitleHistory2SidSFTDataset):
+            ds = cls(train_file=train_file, sample=rows, **paths, **common)
+        else:
+            ds = cls(train_file=train_file, sample=rows, **common)
+        logger.info("%-28s %6d examples", type(ds).__name__, len(ds))
+        datasets.append(ds)
+    return to_hf_dataset([item for ds in datasets for item in ds.inputs], shuffle_seed=42)
 
-    Args:
-        base_model: HF model folder or .gguf file (the SmolLM2 GGUF: see convert_gguf.py).
-        train_file: training split CSV.
-        eval_file: validation split CSV; validation is SID history -> next SID on its rows.
-        output_dir: Trainer checkpoints go here; model + tokenizer to output_dir/final_checkpoint.
-        sample: rows sampled from train_file per task (-1: all), reproducible by seed.
-        seed: random seed of the row sampling, the new SID rows and the training order.
-        batch_size: global batch; gradient accumulation = batch_size / micro_batch_size / world
-            size (must divide exactly).
-        micro_batch_size: examples per process per step.
-        num_epochs: training epochs (unless max_steps is set).
-        learning_rate: peak learning rate (after the warm-up, then a cosine schedule).
-        cutoff_len: max tokens per example; the response is kept whole, the history cut from the left.
-        group_by_length: batch examples of similar length (less padding).
-        freeze_LLM: train only the embedding rows of the added SID tokens.
-        wandb_project: log to wandb (offline unless WANDB_MODE/WANDB_API_KEY say otherwise).
-        wandb_run_name: the run's name in wandb (empty: the Trainer's default).
-        resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
-        category: item category, worded into the prompts (e.g. Industrial_and_Scientific).
-        train_from_scratch: random init from base_model's config instead of its weights.
-        sid_index_path: index.json; its SID tokens are added to the tokenizer.
-        item_meta_path: item.json (item text of the sid_title, sid_history_to_title and
-            title_history_to_sid tasks).
-        precision: auto (bf16 where supported, else fp32), bf16 or fp32.
-        eval_per_epoch: evaluations (and checkpoints) per epoch; the best is kept.
-        early_stopping_patience: stop after this many evaluations without a lower eval loss.
-        warmup_ratio: linear warm-up share of all steps, then a cosine schedule.
-        eval_sample: validation rows (-1: all).
-        max_steps: stop after this many optimiser steps (-1: num_epochs).
-        logging_steps: optimiser steps between logged losses.
-        deepspeed: DeepSpeed JSON config (GPUs), e.g. config/zero2_ds.json for ZeRO-2.
-        tasks: the SFT tasks and their rows, "name[:rows],..." of sid_history_to_sid, sid_title
-            (both directions), sid_history_to_title, title_history_to_title, title_history_to_sid;
-            empty: all five with --sample rows each (the documents' recipe).
-    """
-    run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # --- checks that must fail before any work -----------------------------------------------
-    require_paths(base_model=base_model, train_file=train_file, eval_file=eval_file,
-                  sid_index_path=sid_index_path, item_meta_path=item_meta_path)
-    if not output_dir:
-        raise ValueError("--output_dir is required")
-    task_samples = parse_tasks(tasks, sample)
-    world_size = _world_size()
-    if batch_size % (micro_batch_size * world_size):
-        raise ValueError(
-            f"--batch_size {batch_size} is not divisible by --micro_batch_size {micro_batch_size} x "
-            f"{world_size} processes"
-        )
-    gradient_accumulation_steps = batch_size // (micro_batch_size * world_size)
-    set_seed(seed)
 
-    model, tokenizer = prepare_model_and_tokenizer(
-        base_model, sid_index_path, precision, train_from_scratch, freeze_LLM, seed
-    )
+def build_eval_data(catalogue: data.Catalogue, eval_file, tokenizer, cutoff_len, sample, seed,
+                    prompt_style="upstream") -> HFDataset:
+    """Validation: SID history -> next SID on the eval split (the original's val_data), shuffled
+    with the seed and then with 42 as the original does."""
+    ds = data.SidSFTDataset(train_file=eval_file, tokenizer=tokenizer, max_len=cutoff_len, sample=sample, seed=seed,
+                            category=catalogue.category, prompt_style=prompt_style, catalogue=catalogue)
+    return to_hf_dataset(ds.inputs, shuffle_seed=seed).shuffle(seed=42)
 
-    # --- data ---------------------------------------------------------------------------------
-    train_data = _build_train_data(
-        train_file, sid_index_path, item_meta_path, tokenizer, cutoff_len, task_samples, seed,
-        data.category_phrase(category)
-    )
-    eval_ds = data.SidSFTDataset(
-        train_file=eval_file, tokenizer=tokenizer, max_len=cutoff_len, sample=eval_sample,
-        seed=seed, category=data.category_phrase(category),
-    )
-    eval_data = _to_hf(eval_ds.items)
-    logger.info("train %d examples, eval %d", len(train_data), len(eval_data))
 
-    steps_per_epoch = max(1, math.ceil(len(train_data) / batch_size))
-    eval_steps = max(1, round(steps_per_epoch / eval_per_epoch))
-    args = TrainingArguments(
+def build_training_arguments(output_dir, micro_batch_size, gradient_accumulation_steps, num_epochs, learning_rate,
+                             bf16, seed, group_by_length=False, wandb_project="", wandb_run_name="",
+                             lr_scheduler_type="linear", warmup_steps=20, warmup_ratio=0.0, eval_steps=0.05,
+                             logging_steps=1, max_steps=-1, deepspeed="") -> TrainingArguments:
+    """The original's TrainingArguments: warm-up of 20 steps then a linear decay, evaluation and a
+    checkpoint every 5% of all steps, the best checkpoint (eval loss) kept and loaded at the end,
+    eval batch = micro batch, loss logged every step; each is one flag away."""
+    return TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=micro_batch_size,
         per_device_eval_batch_size=micro_batch_size,
@@ -291,16 +220,17 @@ def train(
         num_train_epochs=num_epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
-        warmup_steps=warmup_ratio,
-        lr_scheduler_type="cosine",
-        weight_decay=0.0,
-        bf16=model.dtype == torch.bfloat16,
+        warmup_steps=warmup_ratio if warmup_ratio > 0 else warmup_steps,  # a float below 1 is a ratio
+        lr_scheduler_type=lr_scheduler_type,
+        weight_decay=0.0,  # freeze_LLM relies on it: decay would move frozen rows
+        optim="adamw_torch",
+        bf16=bf16,
         logging_steps=logging_steps,
         eval_strategy="steps",
         eval_steps=eval_steps,
         save_strategy="steps",
         save_steps=eval_steps,
-        save_total_limit=2,
+        save_total_limit=1,
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
@@ -308,13 +238,156 @@ def train(
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=True,
-        ddp_find_unused_parameters=False if world_size > 1 else None,
+        ddp_find_unused_parameters=False if world_size() > 1 else None,
         use_cpu=not torch.cuda.is_available(),  # several CPU processes: accelerate's MULTI_CPU over gloo
         report_to=report_to(wandb_project),
         deepspeed=deepspeed or None,
         run_name=wandb_run_name or None,
         seed=seed,
         data_seed=seed,
+    )
+
+
+def save_outputs(trainer, tokenizer, output_dir):
+    """As the original: the (best) model in output_dir, and model + tokenizer in
+    output_dir/final_checkpoint (written atomically)."""
+    trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        save_pretrained_atomic(trainer.model, tokenizer, Path(output_dir) / "final_checkpoint")
+        logger.info("saved %s", Path(output_dir) / "final_checkpoint")
+
+
+def train(
+    # model / data (the original's flags, its defaults)
+    base_model: str = "",
+    train_file: str = "",
+    eval_file: str = "",
+    output_dir: str = "",
+    sample: int = -1,
+    seed: int = 42,
+    batch_size: int = 128,
+    micro_batch_size: int = 4,
+    num_epochs: int = 10,
+    learning_rate: float = 3e-4,
+    cutoff_len: int = 512,
+    group_by_length: bool = False,
+    freeze_LLM: bool = False,
+    wandb_project: str = "",
+    wandb_run_name: str = "",
+    resume_from_checkpoint: str | bool | None = None,
+    category: str = "",
+    train_from_scratch: bool = False,
+    sid_index_path: str = "",
+    item_meta_path: str = "",
+    # additions: the original's fixed settings made flags, and improvements one flag away
+    prompt_style: str = "upstream",
+    tasks: str = "",
+    eval_sample: int | None = None,
+    precision: str = "auto",
+    lr_scheduler_type: str = "linear",
+    warmup_steps: int = 20,
+    warmup_ratio: float = 0.0,
+    eval_step: float = 0.05,
+    eval_per_epoch: float = 0,
+    early_stopping_patience: int = 3,
+    logging_steps: int = 1,
+    max_steps: int = -1,
+    deepspeed: str = "",
+    allow_unreachable_targets: bool = False,
+):
+    """Supervised fine-tuning on the original's five SFT tasks concatenated.
+
+    Args:
+        base_model: HF model folder or .gguf file (the SmolLM2 GGUF: see convert_gguf.py).
+        train_file: training split CSV.
+        eval_file: validation split CSV; validation is SID history -> next SID on its rows.
+        output_dir: Trainer checkpoints and the best model go here; model + tokenizer also to
+            output_dir/final_checkpoint.
+        sample: rows sampled per task and from eval_file (-1: all), reproducible by seed.
+        seed: random seed of the row sampling, the new SID rows and the training order.
+        batch_size: global batch; gradient accumulation = batch_size / micro_batch_size / world
+            size (must divide exactly).
+        micro_batch_size: examples per process per step (training and evaluation).
+        num_epochs: training epochs (unless max_steps is set).
+        learning_rate: peak learning rate (after the warm-up).
+        cutoff_len: max tokens per example; an over-long example keeps its response and loses its
+            oldest history items (the original cuts the head of its instruction).
+        group_by_length: batch examples of similar length (less padding).
+        freeze_LLM: train only the embedding rows of the added SID tokens.
+        wandb_project: log to wandb (offline unless WANDB_MODE/WANDB_API_KEY say otherwise).
+        wandb_run_name: the run's name in wandb (empty: the Trainer's default).
+        resume_from_checkpoint: a checkpoint folder, or True for the latest in output_dir.
+        category: item category (e.g. Office_Products); the original's five names map to its
+            phrases, any other name is humanised (data.category_phrase).
+        train_from_scratch: random init from base_model's config instead of its weights.
+        sid_index_path: index.json; its SID tokens are added to the tokenizer.
+        item_meta_path: item.json (item titles of the SID/title tasks).
+        prompt_style: upstream (the original's wording and tokenisation per task) or unified (one
+            consistent wording for every task and stage).
+        tasks: the SFT tasks and their rows, "name[:rows],..." of sid_history_to_sid, sid_title
+            (both directions), sid_history_to_title, title_history_to_title, title_history_to_sid;
+            empty: all five with --sample rows each (the original's recipe).
+        eval_sample: validation rows (-1: all; default: --sample, as the original).
+        precision: auto (bf16 where supported, else fp32), bf16 or fp32.
+        lr_scheduler_type: learning-rate schedule after the warm-up (linear as the original;
+            e.g. cosine).
+        warmup_steps: optimiser steps of linear warm-up (the original's 20).
+        warmup_ratio: warm-up as a share of all steps instead (0: use warmup_steps).
+        eval_step: evaluate and checkpoint every this share of all steps (the original's 0.05).
+        eval_per_epoch: evaluations (and checkpoints) per epoch instead (0: use eval_step).
+        early_stopping_patience: stop after this many evaluations without a lower eval loss.
+        logging_steps: optimiser steps between logged losses.
+        max_steps: stop after this many optimiser steps (-1: num_epochs).
+        deepspeed: DeepSpeed JSON config (GPUs), e.g. config/zero2_ds.json for ZeRO-2.
+        allow_unreachable_targets: proceed when split rows have targets the catalogue cannot
+            produce (the count is reported); otherwise such rows are an error.
+    """
+    run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # --- checks that must fail before any work -----------------------------------------------
+    require_paths(base_model=base_model, train_file=train_file, eval_file=eval_file,
+                  sid_index_path=sid_index_path, item_meta_path=item_meta_path)
+    if not output_dir:
+        raise InputError("--output_dir is required")
+    if prompt_style not in data.PROMPT_STYLES:
+        raise InputError(f"--prompt_style {prompt_style!r}: choose one of {data.PROMPT_STYLES}")
+    task_samples = parse_tasks(tasks, sample)
+    if eval_sample == 0:
+        raise InputError("--eval_sample 0 selects no validation rows: use -1 for all, or a positive count")
+    n_processes = world_size()
+    if batch_size % (micro_batch_size * n_processes):
+        raise InputError(
+            f"--batch_size {batch_size} is not divisible by --micro_batch_size {micro_batch_size} x "
+            f"{n_processes} processes"
+        )
+    gradient_accumulation_steps = batch_size // (micro_batch_size * n_processes)
+    set_seed(seed)
+
+    # --- catalogue: index, item text and both splits read and cross-checked once -------------
+    catalogue = data.Catalogue(sid_index_path, item_meta_path, category=category,
+                               allow_unreachable_targets=allow_unreachable_targets)
+    catalogue.split(train_file)
+    catalogue.split(eval_file)
+
+    # --- policy and tokenizer -------------------------------------------------------------------
+    model, tokenizer = prepare_model_and_tokenizer(
+        base_model, catalogue.index, precision, train_from_scratch, freeze_LLM, seed
+    )
+
+    # --- data ---------------------------------------------------------------------------------
+    train_data = build_train_data(catalogue, train_file, tokenizer, cutoff_len, task_samples, seed, prompt_style)
+    eval_data = build_eval_data(catalogue, eval_file, tokenizer, cutoff_len,
+                                sample if eval_sample is None else eval_sample, seed, prompt_style)
+    logger.info("train %d examples, eval %d", len(train_data), len(eval_data))
+
+    # --- arguments and trainer ----------------------------------------------------------------
+    if eval_per_epoch > 0:
+        eval_step = max(1, round(math.ceil(len(train_data) / batch_size) / eval_per_epoch))
+    args = build_training_arguments(
+        output_dir, micro_batch_size, gradient_accumulation_steps, num_epochs, learning_rate,
+        model.dtype == torch.bfloat16, seed, group_by_length, wandb_project, wandb_run_name,
+        lr_scheduler_type, warmup_steps, warmup_ratio, eval_step, logging_steps, max_steps, deepspeed,
     )
     trainer = ResponseOnlyTrainer(
         model=model,
@@ -324,17 +397,15 @@ def train(
         data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)],
     )
+    model.config.use_cache = False
     trainer.run_record = run_record(run_settings)  # resume only a checkpoint of these settings
+
+    # --- train and save -----------------------------------------------------------------------
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
     # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished training at step %d",
                 trainer.args.process_index, trainer.accelerator.num_processes, trainer.state.global_step)
-
-    # --- save ---------------------------------------------------------------------------------
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        save_pretrained_atomic(trainer.model, tokenizer, Path(output_dir) / "final_checkpoint")
-        logger.info("saved %s", Path(output_dir) / "final_checkpoint")
+    save_outputs(trainer, tokenizer, output_dir)
     return trainer
 
 

@@ -13,7 +13,7 @@ The padding fraction is also given over one full epoch of the Trainer's own trai
 longest mega-batch first, so the first steps are not representative of a whole epoch.
 Each configuration runs in its own process, so peak memory (ru_maxrss) is per configuration.
 
-Dataset build: the five SFT datasets of `sft._build_train_data` over the whole Office train.csv with
+Dataset build: the five SFT datasets of `sft.build_train_data` over the whole Office train.csv with
 the SmolLM2 tokenizer (+ SID tokens), timed per dataset (issue target: < 60 s in total).
 
 Models: "tiny" is the convert_gguf.py `--small_dir` config (SmolLM2 tokenizer, hidden 128, 4
@@ -193,12 +193,13 @@ def worker_datasets(spec: dict) -> dict:
             timings[_name] = {"seconds": time.perf_counter() - t0, "examples": len(self.items)}
 
         setattr(data, name, type(name, (cls,), {"__init__": timed_init}))  # this process only
+    data.SFT_TASKS = {task: getattr(data, cls.__name__) for task, cls in data.SFT_TASKS.items()}
     load_start = loadavg()
     t0 = time.perf_counter()
-    # all rows of all five tasks (sft.parse_tasks("", -1); older sft.py took the sample itself)
-    task_samples = sft.parse_tasks("", -1) if hasattr(sft, "parse_tasks") else -1
-    hf = sft._build_train_data(str(OFFICE / "train.csv"), str(OFFICE / "index.json"), str(OFFICE / "item.json"),
-                               tokenizer, spec["cutoff_len"], task_samples, 42, CATEGORY)
+    # all rows of all five tasks, built by sft.py's own step
+    catalogue = data.Catalogue(OFFICE / "index.json", OFFICE / "item.json", category=CATEGORY)
+    hf = sft.build_train_data(catalogue, str(OFFICE / "train.csv"), tokenizer, spec["cutoff_len"],
+                              sft.parse_tasks("", -1), 42)
     total = time.perf_counter() - t0
     lengths = hf["length"]
     return {"train_rows": sum(1 for _ in open(OFFICE / "train.csv")) - 1, "examples": len(hf),

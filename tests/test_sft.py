@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 import data
 import sft
+from runtime import InputError
 from tests import tiny
 
 
@@ -102,9 +103,9 @@ def test_freeze_llm_moves_only_new_rows(workspace, tmp_path):
 
 def test_errors_before_training(workspace, tmp_path):
     root, paths = workspace
-    with pytest.raises(FileNotFoundError, match="--base_model"):
+    with pytest.raises(InputError, match="--base_model"):
         sft.train(**_args(root, paths, tmp_path / "o", base_model=str(tmp_path / "nope")))
-    with pytest.raises(FileNotFoundError, match="--sid_index_path"):
+    with pytest.raises(InputError, match="--sid_index_path"):
         sft.train(**_args(root, paths, tmp_path / "o", sid_index_path=str(tmp_path / "none.json")))
     empty = tmp_path / "empty.csv"
     empty.write_text("")
@@ -186,7 +187,13 @@ def test_response_only_loss_equals_full_loss(workspace):
 
 
 def test_task_mix_flag():
-    assert sft.parse_tasks("", 7) == {task: 7 for task in sft.SFT_TASKS}
+    assert sft.parse_tasks("", 7) == {task: 7 for task in data.SFT_TASKS}
+    assert list(data.SFT_TASKS) == ["sid_history_to_sid", "sid_title", "sid_history_to_title",
+                                    "title_history_to_title", "title_history_to_sid"]  # the original's order
     assert sft.parse_tasks(("sid_history_to_sid:30", "sid_title"), -1) == {"sid_history_to_sid": 30, "sid_title": -1}
-    with pytest.raises(ValueError, match="unknown task 'sid_to_nowhere'"):
+    with pytest.raises(InputError, match="unknown task 'sid_to_nowhere'"):
         sft.parse_tasks("sid_to_nowhere:3", -1)
+    with pytest.raises(InputError, match="--tasks 'sid_title:0' selects no rows"):
+        sft.parse_tasks("sid_history_to_sid,sid_title:0", -1)
+    with pytest.raises(InputError, match="--sample 0 selects no rows"):
+        sft.parse_tasks("", 0)
