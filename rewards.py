@@ -89,7 +89,14 @@ def make_semantic_reward(embeddings_path, index):
     path = Path(embeddings_path)
     if not path.is_file():
         raise FileNotFoundError(f"--ada_path {path}: embeddings file not found (needed by --reward_type semantic)")
-    table = torch.from_numpy(np.load(path)).float()
+    try:
+        array = np.load(path)
+    except (ValueError, OSError):  # e.g. the original's pickled array: np.load refuses pickles
+        raise InputError(f"--ada_path {path}: not a .npy array of item embeddings (rows = item ids); "
+                         "save the embeddings with numpy.save") from None
+    if array.ndim != 2:
+        raise InputError(f"--ada_path {path}: a {array.ndim}-d array; expected [items, dimensions]")
+    table = torch.from_numpy(array).float()
     table = torch.nn.functional.normalize(table, dim=1)
     lookup = SidLookup(index)
     if lookup.max_item_id >= table.shape[0]:

@@ -128,3 +128,14 @@ def test_sasrec_reward_input_errors(tmp_path):
     with pytest.raises(InputError, match="--sasrec_score"):
         build_reward_funcs("sasrec", G, INDEX, beam_search=True, cf_path=str(tmp_path / "small.pt"),
                            sasrec_score="rank")
+
+
+def test_semantic_reward_input_errors(tmp_path):
+    import pickle
+
+    (tmp_path / "emb.pkl").write_bytes(pickle.dumps(np.zeros((8, 4))))  # the original's pickled array
+    np.save(tmp_path / "flat.npy", np.zeros(8))
+    np.save(tmp_path / "short.npy", np.zeros((3, 4)))
+    for name, message in [("emb.pkl", "not a .npy array"), ("flat.npy", "1-d array"), ("short.npy", "3 rows")]:
+        with pytest.raises(InputError, match=message):
+            build_reward_funcs("semantic", G, INDEX, beam_search=False, ada_path=str(tmp_path / name))
