@@ -244,3 +244,38 @@ def test_load_rejects_files_that_are_not_checkpoints(tmp_path):
     torch.save(state, tmp_path / "bad_shapes.pth")
     with pytest.raises(InputError, match="unexpected shapes"):
         sasrec.load_sasrec_checkpoint(tmp_path / "bad_shapes.pth")
+
+
+UPSTREAM = tiny.REPO.parent / "shared" / "upstream"
+
+
+def upstream_sasrec_class():
+    """The original's SASRec class, executed from its own source: the class statement of its
+    sasrec.py (whose module imports wandb and its utility script) over its SASRecModules_ori.py."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("upstream_sasrec_modules", UPSTREAM / "SASRecModules_ori.py")
+    modules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(modules)
+    source = (UPSTREAM / "sasrec.py").read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "SASRec")
+    namespace = {"torch": torch, "nn": torch.nn, **vars(modules)}
+    exec(compile(ast.Module([node], []), str(UPSTREAM / "sasrec.py"), "exec"), namespace)
+    return namespace["SASRec"]
+
+
+@pytest.mark.skipif(not (UPSTREAM / "sasrec.py").is_file(), reason=f"the original sasrec.py is not at {UPSTREAM}")
+def test_a_state_dict_of_the_original_code_scores_identically(tmp_path):
+    torch.manual_seed(3)
+    original = upstream_sasrec_class()(32, N_ITEMS, 10, 0.3, "cpu").eval()  # as the original rl.py builds it
+    for p in original.parameters():
+        torch.nn.init.normal_(p, 0, 0.5)
+    torch.save(original.state_dict(), tmp_path / "best_state.pth")
+
+    loaded = sasrec.load_sasrec_checkpoint(tmp_path / "best_state.pth")
+
+    states, len_states = loaded.states_from_histories([[3], [1, 2, 3, 4], list(range(10))])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_eval(states, len_states),
+                                   original.forward_eval(states, len_states), atol=1e-5, rtol=1e-5)
