@@ -47,8 +47,10 @@ METHODS = ("rqkmeans", "rqkmeans_constrained", "rqvae", "rqkmeans_plus")
 # the original scripts' seeds and learning rates
 DEFAULT_SEED = {"rqkmeans": 0, "rqkmeans_constrained": 42, "rqvae": 2024, "rqkmeans_plus": 2024}
 DEFAULT_LR = {"rqvae": 1e-3, "rqkmeans_plus": 1e-4}
-# the original trains 5000-10000 epochs on a GPU; this is a CPU-sized default (see --epochs)
-DEFAULT_EPOCHS = 200
+# the original trains 5000-10000 epochs on a GPU and measures collisions every 50; these are
+# CPU-sized defaults (benchmarks/results/bench_sids.json has the epochs/s)
+DEFAULT_EPOCHS = 20
+DEFAULT_EVAL_STEP = 5
 
 
 def codebook_sizes_for(n_items: int, num_levels: int, codebook_size: list[int] | None) -> list[int]:
@@ -73,9 +75,18 @@ def read_embeddings(path, n_items: int, item_meta_path) -> np.ndarray:
     return embeddings
 
 
+def standardise(embeddings: np.ndarray) -> np.ndarray:
+    """Centred and divided by one overall standard deviation. The original trains on large-norm
+    Qwen hidden states; unit-norm encoder outputs have values near 1/sqrt(d), so the optimiser's
+    first steps move the latents farther than the k-means-initialised codebooks reach and the
+    codes collapse. One shift and one scale leave k-means assignments unchanged."""
+    return ((embeddings - embeddings.mean(0)) / max(float(embeddings.std()), 1e-12)).astype(np.float32)
+
+
 def train_rqvae_codes(embeddings, sizes, *, residual_encoder, codebooks=None, epochs, lr, train_batch_size,
                       layers, e_dim, eval_step, warmup_epochs, seed):
-    """(trained RQ-VAE / RQ-KMeans+ model, raw codes, last-level distances, stats)."""
+    """(trained RQ-VAE / RQ-KMeans+ model, raw codes, last-level distances, stats); `embeddings`
+    already standardised."""
     config = rqvae.RQVAEConfig(in_dim=embeddings.shape[1], num_emb_list=list(sizes),
                                e_dim=embeddings.shape[1] if residual_encoder else e_dim, layers=list(layers),
                                kmeans_init=not residual_encoder, sk_epsilons=[0.0] * len(sizes),
@@ -107,13 +118,14 @@ def quantise(method, embeddings, sizes, *, seed, kmeans_niter, kmeans_max_iter, 
     elif method == "rqkmeans_constrained":
         raw_codes, _, _ = rqkmeans.residual_kmeans_constrained(embeddings, sizes, kmeans_max_iter, seed)
     elif method == "rqvae":
-        model, raw_codes, last_distances, stats = train_rqvae_codes(embeddings, sizes, residual_encoder=False,
-                                                                    **vae_args)
+        model, raw_codes, last_distances, stats = train_rqvae_codes(standardise(embeddings), sizes,
+                                                                    residual_encoder=False, **vae_args)
     else:
-        _, codebooks, _ = rqkmeans.residual_kmeans_constrained(embeddings, sizes, kmeans_max_iter,
+        scaled = standardise(embeddings)
+        _, codebooks, _ = rqkmeans.residual_kmeans_constrained(scaled, sizes, kmeans_max_iter,
                                                                DEFAULT_SEED["rqkmeans_constrained"])
         timings["constrained_init_s"] = time.perf_counter() - started
-        _, raw_codes, _, stats = train_rqvae_codes(embeddings, sizes, residual_encoder=True, codebooks=codebooks,
+        _, raw_codes, _, stats = train_rqvae_codes(scaled, sizes, residual_encoder=True, codebooks=codebooks,
                                                    **vae_args)
     timings["quantise_s"] = time.perf_counter() - started
 
@@ -137,7 +149,7 @@ def build_sids(item_meta_path, output_dir, method="rqkmeans", num_levels=3, code
                embeddings_path=None, encoder_path=None, pooling="mean", normalize=False, batch_size=64,
                max_length=256, dtype="auto", seed=None, kmeans_niter=25, kmeans_max_iter=100,
                epochs=DEFAULT_EPOCHS, lr=None, train_batch_size=2048, layers=(2048, 1024, 512, 256, 128, 64),
-               e_dim=32, eval_step=50, warmup_epochs=50) -> dict:
+               e_dim=32, eval_step=DEFAULT_EVAL_STEP, warmup_epochs=50) -> dict:
     """Run the whole step; returns the report it also writes to sid_report.json."""
     if method not in METHODS:
         raise InputError(f"--method {method!r}: choose one of {METHODS}")
@@ -198,7 +210,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--kmeans_max_iter", type=positive_int, default=100,
                         help="rqkmeans_constrained, rqkmeans_plus: k-means-constrained iterations per level")
     parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help="rqvae, rqkmeans_plus: training epochs (the original: 10000 on a GPU)")
+                        help="rqvae, rqkmeans_plus: training epochs (the original: 5000-10000 on a GPU)")
     parser.add_argument("--lr", type=float, default=None,
                         help="rqvae, rqkmeans_plus: AdamW learning rate (default: the original's, 1e-3 / 1e-4)")
     parser.add_argument("--train_batch_size", type=positive_int, default=2048,
@@ -207,8 +219,9 @@ def build_parser() -> ArgumentParser:
                         help="rqvae, rqkmeans_plus: encoder MLP widths (the decoder mirrors them)")
     parser.add_argument("--e_dim", type=positive_int, default=32,
                         help="rqvae: latent (codebook vector) size (rqkmeans_plus: the embedding size)")
-    parser.add_argument("--eval_step", type=positive_int, default=50,
-                        help="rqvae, rqkmeans_plus: epochs between collision measurements (the lowest is kept)")
+    parser.add_argument("--eval_step", type=positive_int, default=DEFAULT_EVAL_STEP,
+                        help="rqvae, rqkmeans_plus: epochs between collision measurements; the state with the "
+                             "fewest collisions is kept (the original: 50)")
     parser.add_argument("--warmup_epochs", type=int, default=50, help="rqvae, rqkmeans_plus: learning-rate warm-up")
     return parser
 

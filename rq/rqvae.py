@@ -78,7 +78,8 @@ def sinkhorn(distances: torch.Tensor, epsilon: float, iterations: int, rows: tor
     """The original's Sinkhorn-Knopp balancing, for G independent problems at once: distances
     (G, B, K) (rows beyond a problem's size masked out by `rows` (G, B) bool). Distances are first
     centred to [-1, 1] per problem, as the original's center_distance_for_constraint does; returns
-    the transport plan (G, B, K), each real row summing to 1."""
+    the transport plan (G, B, K): each code receives B/K, each real row about 1 (the last step
+    balances the codes, as in the original)."""
     d = distances.double()
     if rows is None:
         rows = torch.ones(d.shape[:2], dtype=torch.bool, device=d.device)
