@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import random
+import re
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
@@ -52,7 +53,7 @@ from typing import Iterable
 import pandas as pd
 from torch.utils.data import Dataset
 
-from runtime import InputError
+from runtime import InputError, PathNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def write_json(obj, path, indent=None):
 def _require_file(path):
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise PathNotFound(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise DataFormatError(path, "file is empty")
     return path
@@ -176,6 +177,11 @@ def read_index(path) -> dict[str, list[str]]:
             raise DataFormatError(
                 path, f"item {item_id!r}: expected a list of tokens like '<a_12>', got {tokens!r}"
             )
+    _warn_collisions(path, index)
+    return {str(k): list(v) for k, v in index.items()}
+
+
+def _warn_collisions(path, index):
     counts = Counter(sid_string(t) for t in index.values())
     colliding = sum(c for c in counts.values() if c > 1)
     if colliding:
@@ -184,7 +190,6 @@ def read_index(path) -> dict[str, list[str]]:
             "a generated SID for them maps to more than one item",
             path, colliding, len(index), sum(1 for c in counts.values() if c > 1),
         )
-    return {str(k): list(v) for k, v in index.items()}
 
 
 def sid_tokens_of_index(index: dict[str, list[str]]) -> list[str]:
@@ -256,6 +261,13 @@ def read_info(path) -> list[tuple[str, str, str]]:
     if not rows:
         raise DataFormatError(path, "no items")
     return rows
+
+
+def index_of_info(info_rows, path=None) -> dict[str, list[str]]:
+    """{item_id: [level tokens]} of read_info rows (collisions warned about as read_index does)."""
+    index = {item_id: re.findall(r"<[^<>]+>", sid) for sid, _, item_id in info_rows}
+    _warn_collisions(path, index)
+    return index
 
 
 def write_info(index: dict, item_meta: dict, path):
@@ -663,6 +675,7 @@ class Example:
 
 class Catalogue:
     """index.json (+ item.json, + info.txt) of one run, each read once, and the category phrase.
+    With info.txt alone (evaluation), the index is the info file's SIDs.
 
     `answer_sids`: the SIDs constrained decoding can produce (info.txt's when given, else the
     index's). `split(path)` reads a split CSV once and cross-checks it: every history SID must be
@@ -670,12 +683,14 @@ class Catalogue:
     its `item_id`); unreachable targets are an InputError naming file, first line and count,
     unless `allow_unreachable_targets` (then a warning gives the count)."""
 
-    def __init__(self, index_file, item_file=None, info_file=None, category: str = "",
+    def __init__(self, index_file=None, item_file=None, info_file=None, category: str = "",
                  allow_unreachable_targets: bool = False):
+        if not index_file and not info_file:
+            raise InputError("a Catalogue needs index.json or info.txt")
         self.index_file, self.item_file, self.info_file = index_file, item_file, info_file
-        self.index = read_index(index_file)
-        self.item_meta = read_item_meta(item_file) if item_file else None
         self.info = read_info(info_file) if info_file else None
+        self.index = read_index(index_file) if index_file else index_of_info(self.info, info_file)
+        self.item_meta = read_item_meta(item_file) if item_file else None
         self.category = category_phrase(category)
         self.allow_unreachable_targets = allow_unreachable_targets
         self.sid_of_item = {item_id: sid_string(tokens) for item_id, tokens in self.index.items()}

@@ -9,9 +9,13 @@ Several processes (torchrun / accelerate launch; gloo, so CPU works) split the t
 batches, and rank 0 gathers them and writes ONE predictions file in test-row order (atomically).
 The batches do not depend on the number of processes, so the file is the same as one process's.
 
-Each predictions row: user_id, input (the prompt), history_item_sid, history_item_id, output (the
-target SID), target_item_id, predict (ranked SIDs), predict_item_ids, scores (sequence
-log-probabilities). Score it with `calc.py --path <file> --item_path <info.txt>`.
+The prompts are the original's EvalSidDataset prompts, token for token (`--prompt_style unified`:
+the project's one wording). A checkpoint saved by the original's sft.py evaluates as it is.
+
+Each predictions row is the original's record, input (the user input text) and output (the
+target SID + newline), with user_id, history_item_sid, history_item_id, target_item_id, predict
+(ranked SIDs), predict_item_ids and scores (sequence log-probabilities). Score it with
+`calc.py --path <file> --item_path <info.txt>`.
 
 Generation settings are explicit: beam search with sum-of-log-prob scores (divided by
 length ** length_penalty; all completions have the same length unless SIDs carry a collision
@@ -23,18 +27,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+from transformers import set_seed
 
 import calc
 import data
 import metrics
 from decoding import plan_batches, sid_beam_search
+from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer
+from runtime import ArgumentParser, InputError, positive_int, run_main
 from sid_trie import SidTrie
-from modeling import check_vocab_matches, load_causal_lm, load_tokenizer
-from transformers import set_seed
 
 logger = logging.getLogger("evaluate")
 
@@ -46,37 +52,38 @@ def _as_int(value):
         return value
 
 
-def evaluate_rows(model, tokenizer, trie: SidTrie, dataset, num_beams: int, batch_size: int = 8,
+def evaluate_rows(model, tokenizer, trie: SidTrie, dataset, num_beams: int, batch_size: int = 4,
                   length_penalty: float = 0.0, progress=False, indices=None, sort_by_length=True) -> list[dict]:
     """Predictions rows for the dataset items at `indices` (all by default), in that order.
 
-    `dataset`: an `EvalSidDataset` (items with prompt / prompt_ids / target_sid ..., and `.rows`)
-    or any sequence of such item dicts. Batches follow `plan_batches` over the given items (or
-    consecutive items with sort_by_length=False). Reusable from rl.py (--test_during_training)."""
-    items = [dataset[i] for i in (range(len(dataset)) if indices is None else indices)]
-    if not items:  # e.g. a process whose shard is empty
+    `dataset`: an `EvalSidDataset(test=True)` (or a view of one): items with `input_ids` and the
+    row's target, `.rows` (its split rows) and `get_all()` (the original's records). Each row is
+    the original's record (`input`, `output` = target SID + newline) with the split row's ids and
+    `predict` (ranked SIDs), `predict_item_ids` and `scores` (sequence log-probabilities). Batches
+    follow `plan_batches` over the given items (or consecutive items with sort_by_length=False)."""
+    indices = list(range(len(dataset)) if indices is None else indices)
+    if not indices:  # e.g. a process whose shard is empty
         return []
-    rows = getattr(dataset, "rows", None)
-    split_rows = [rows[i] for i in (range(len(dataset)) if indices is None else indices)] if rows is not None else None
+    items = [dataset[i] for i in indices]
+    records = dataset.get_all()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = sid_beam_search(model, trie, [it["prompt_ids"] for it in items], num_beams, pad,
+    result = sid_beam_search(model, trie, [it["input_ids"] for it in items], num_beams, pad,
                              batch_size=batch_size, length_penalty=length_penalty, progress=progress,
                              sort_by_length=sort_by_length)
     out = []
-    for i, item in enumerate(items):
-        row = split_rows[i] if split_rows is not None else None
-        record = {
-            "user_id": row.user_id if row is not None else item.get("user_id"),
-            "input": item["prompt"],
-            "history_item_sid": list(row.history_item_sid) if row is not None else None,
-            "history_item_id": list(item.get("history_item_ids", [])),
-            "output": item["target_sid"],
-            "target_item_id": item.get("target_item_id"),
-            "predict": result.sids[i],
-            "predict_item_ids": [_as_int(trie.item_ids[j][0]) for j in result.item_index[i].tolist()],
-            "scores": [round(float(s), 6) for s in result.scores[i].tolist()],
-        }
-        out.append(record)
+    for k, i in enumerate(indices):
+        row = dataset.rows[i]
+        out.append({
+            "user_id": row.user_id,
+            "input": records[i]["input"],
+            "output": records[i]["output"],
+            "history_item_sid": list(row.history_item_sid),
+            "history_item_id": list(row.history_item_id),
+            "target_item_id": row.item_id,
+            "predict": result.sids[k],
+            "predict_item_ids": [_as_int(trie.item_ids[j][0]) for j in result.item_index[k].tolist()],
+            "scores": [round(float(s), 6) for s in result.scores[k].tolist()],
+        })
     return out
 
 
@@ -86,15 +93,16 @@ def shard_indices(prompt_ids, batch_size: int, rank: int, world_size: int) -> li
     return [i for b, batch in enumerate(batches) if b % world_size == rank for i in batch]
 
 
-def evaluate_dataset(model, tokenizer, trie, dataset, num_beams, batch_size=8, length_penalty=0.0,
-                     rank=0, world_size=1, progress=False) -> list[dict] | None:
-    """All rows in dataset order on rank 0 (None on other ranks); shards by whole batches and
-    gathers with torch.distributed when world_size > 1."""
-    prompt_ids = [dataset[i]["prompt_ids"] for i in range(len(dataset))]
+def evaluate_dataset(model, tokenizer, trie, dataset, num_beams, batch_size=4, length_penalty=0.0,
+                     rank=0, world_size=1, progress=False, n_rows=None) -> list[dict] | None:
+    """The first `n_rows` rows (all by default) in dataset order on rank 0 (None on other ranks);
+    shards by whole batches and gathers with torch.distributed when world_size > 1."""
+    n_rows = len(dataset) if n_rows is None else min(n_rows, len(dataset))
+    prompt_ids = [dataset[i]["input_ids"] for i in range(n_rows)]
     mine = shard_indices(prompt_ids, batch_size, rank, world_size)
     # consecutive batch_size chunks of `mine` are exactly this rank's batches of the global plan
-    rows = evaluate_rows(model, tokenizer, trie, _PlannedView(dataset, mine), num_beams, batch_size,
-                         length_penalty, progress=progress, sort_by_length=False)
+    rows = evaluate_rows(model, tokenizer, trie, dataset, num_beams, batch_size, length_penalty,
+                         progress=progress, indices=mine, sort_by_length=False)
     pairs = list(zip(mine, rows))
     if world_size > 1:
         import torch.distributed as dist
@@ -104,7 +112,7 @@ def evaluate_dataset(model, tokenizer, trie, dataset, num_beams, batch_size=8, l
         if rank != 0:
             return None
         pairs = [p for part in gathered for p in part]
-    ordered = [None] * len(dataset)
+    ordered = [None] * n_rows
     for i, row in pairs:
         ordered[i] = row
     missing = [i for i, r in enumerate(ordered) if r is None]
@@ -113,32 +121,31 @@ def evaluate_dataset(model, tokenizer, trie, dataset, num_beams, batch_size=8, l
     return ordered
 
 
-class _PlannedView:
-    """The dataset items (and split rows) at `indices`, in that order."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, indices
-        rows = getattr(dataset, "rows", None)
-        if rows is not None:
-            self.rows = [rows[i] for i in indices]
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.dataset[self.indices[i]]
-
-
-def load_model_and_tokenizer(base_model, device="cpu", dtype="float32"):
-    """The checkpoint (an HF folder with its tokenizer), in eval mode, on `device`."""
+def load_model_and_tokenizer(base_model, device="cpu", dtype=torch.float32):
+    """The checkpoint (an HF folder with its tokenizer, e.g. one the original's sft.py saved), in
+    eval mode, on `device`, in `dtype`."""
     if not os.path.isdir(base_model):
-        raise FileNotFoundError(f"--base_model {base_model}: not a folder (expected an HF checkpoint folder, "
-                                f"e.g. the SFT/RL final_checkpoint)")
+        raise InputError(f"--base_model {base_model}: not a folder (expected an HF checkpoint folder, "
+                         f"e.g. the SFT/RL final_checkpoint)")
     tokenizer = load_tokenizer(base_model, padding_side="left")
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    model = load_causal_lm(base_model, dtype=torch_dtype).to(device).eval()
+    model = load_causal_lm(base_model, dtype=dtype).to(device).eval()
     check_vocab_matches(model, tokenizer, base_model)
     return model, tokenizer
+
+
+def check_writable(path, flag="--result_json_data"):
+    """Fail before any decoding when the predictions file cannot be written: a folder given as the
+    file, or a folder where no file can be created."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{flag} {path}: is a folder; give the predictions file, e.g. {target / 'result.json'}")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise InputError(f"{flag} {path}: cannot write there ({err.strerror})") from None
 
 
 def _dist_setup():
@@ -153,28 +160,55 @@ def _dist_setup():
     return rank, world, local_rank
 
 
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+def _boolean(text: str) -> bool:
+    """argparse type of a True/False flag (as sft.py / rl.py read theirs)."""
+    word = text.strip().lower()
+    if word in ("true", "yes", "1"):
+        return True
+    if word in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: give True or False")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--base_model", required=True, help="HF checkpoint folder (model + tokenizer with SID tokens)")
+    p.add_argument("--train_file", default="", help="accepted as the original's evaluate.py accepts it; not read")
     p.add_argument("--info_file", required=True, help="info.txt: SID<TAB>title<TAB>item_id per item")
-    p.add_argument("--category", default="", help="category name for the prompt (e.g. Office_Products)")
+    p.add_argument("--category", default="",
+                   help="category name (e.g. Office_Products): the original's five names map to its phrases, "
+                        "others are humanised")
     p.add_argument("--test_data_path", required=True, help="test split CSV")
-    p.add_argument("--result_json_data", required=True, help="predictions JSON to write")
-    p.add_argument("--batch_size", type=int, default=8, help="prompts decoded together (x num_beams rows)")
-    p.add_argument("--num_beams", type=int, default=50, help="beams per prompt: the top-K list ranked (K up to num_beams)")
-    p.add_argument("--max_new_tokens", type=int, default=256,
-                   help="upper bound on the completion length; must cover the longest SID + newline + EOS")
-    p.add_argument("--length_penalty", type=float, default=0.0,
-                   help="rank by log-prob / length**length_penalty (0: sum of log-probs, the documents' setting)")
+    p.add_argument("--result_json_data", required=True, help="predictions JSON to write (checked before decoding)")
+    p.add_argument("--batch_size", type=positive_int, default=4, help="prompts decoded together (x num_beams rows)")
+    p.add_argument("--K", type=int, default=0, help="evaluate only the first K test rows (0: all; the original "
+                                                     "accepts K and ignores it)")
     p.add_argument("--seed", type=int, default=42, help="random seed")
-    p.add_argument("--K", type=int, default=0, help="evaluate only the first K test rows (0: all)")
+    p.add_argument("--length_penalty", type=float, default=0.0,
+                   help="rank by log-prob / length**length_penalty (0: sum of log-probs, the original's setting)")
+    p.add_argument("--max_new_tokens", type=positive_int, default=256,
+                   help="upper bound on the completion length; must cover the longest SID + newline + EOS")
+    p.add_argument("--num_beams", type=positive_int, default=50,
+                   help="beams per prompt: the top-K list ranked (K up to num_beams)")
     p.add_argument("--temperature", type=float, default=1.0,
-                   help="accepted for the documents' scripts; beam search is deterministic and ignores it")
+                   help="accepted as the original's evaluate.sh passes it; beam search is deterministic and ignores it")
     p.add_argument("--guidance_scale", type=float, default=1.0,
-                   help="accepted for the documents' scripts; no classifier-free guidance here")
-    p.add_argument("--max_len", type=int, default=2048, help="prompt + answer token budget")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="model weights dtype")
+                   help="accepted as the original's evaluate.sh passes it; no classifier-free guidance here")
+    p.add_argument("--prompt_style", default="upstream", choices=list(data.PROMPT_STYLES),
+                   help="upstream: the original's EvalSidDataset prompts; unified: the project's one wording")
+    p.add_argument("--max_len", type=positive_int, default=2560,
+                   help="prompt token budget (the original's EvalSidDataset max_len); longer prompts lose their "
+                        "oldest history items")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="model weights dtype: auto (bf16 where supported, else fp32), bf16 or fp32")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="alias of --precision (float32 = fp32, bfloat16 = bf16)")
+    p.add_argument("--allow_unreachable_targets", default=False, type=_boolean,
+                   help="True: evaluate test rows whose target SID the info file cannot produce (they count as "
+                        "misses; the count is reported); otherwise such rows are an error")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
@@ -182,6 +216,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    check_writable(args.result_json_data)
     rank, world, local_rank = _dist_setup()
     set_seed(args.seed)
     if args.temperature != 1.0:
@@ -190,31 +225,38 @@ def main(argv=None) -> int:
         logger.warning("--guidance_scale %s is ignored: no classifier-free guidance", args.guidance_scale)
     device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
 
-    model, tokenizer = load_model_and_tokenizer(args.base_model, device, args.dtype)
+    # the catalogue (info.txt) and the test split, read and cross-checked once
+    catalogue = data.Catalogue(info_file=args.info_file, category=args.category,
+                               allow_unreachable_targets=args.allow_unreachable_targets)
+    catalogue.split(args.test_data_path)
+
+    dtype = default_dtype(DTYPE_ALIASES.get(args.dtype, args.precision))
+    model, tokenizer = load_model_and_tokenizer(args.base_model, device, dtype)
     try:  # checks that every SID token is one token of the checkpoint's tokenizer
-        trie = SidTrie.from_info_file(args.info_file, tokenizer)
+        trie = SidTrie.from_sids([sid for sid, _, _ in catalogue.info], tokenizer,
+                                 item_ids=[item_id for _, _, item_id in catalogue.info])
     except ValueError as err:
-        raise SystemExit(f"evaluate.py: {args.base_model} cannot decode the SIDs of {args.info_file}: {err}")
+        raise InputError(f"{args.base_model} cannot decode the SIDs of {args.info_file}: {err}") from None
     if trie.depth > args.max_new_tokens:
-        raise ValueError(f"--max_new_tokens {args.max_new_tokens} is below the completion length {trie.depth} "
+        raise InputError(f"--max_new_tokens {args.max_new_tokens} is below the completion length {trie.depth} "
                          f"(SID tokens + newline + EOS)")
     dataset = data.EvalSidDataset(train_file=args.test_data_path, tokenizer=tokenizer, max_len=args.max_len,
-                                  test=True, category=data.category_phrase(args.category))
-    if args.K and args.K > 0:
-        dataset = _PlannedView(dataset, list(range(min(args.K, len(dataset)))))
+                                  test=True, seed=args.seed, category=catalogue.category,
+                                  prompt_style=args.prompt_style, catalogue=catalogue)
+    n_rows = min(args.K, len(dataset)) if args.K > 0 else len(dataset)
     if rank == 0:
-        logger.info("%d test rows, %d valid SIDs (depth %d), %d beams, batch %d, %d process(es)",
-                    len(dataset), len(trie), trie.depth, args.num_beams, args.batch_size, world)
+        logger.info("%d test rows, %d valid SIDs (depth %d), %d beams, batch %d, %s, %d process(es)",
+                    n_rows, len(trie), trie.depth, args.num_beams, args.batch_size, model.dtype, world)
     start = time.time()
     progress = False if args.no_progress or rank != 0 else f"rank 0/{world}" if world > 1 else "evaluate"
     rows = evaluate_dataset(model, tokenizer, trie, dataset, args.num_beams, args.batch_size,
-                            args.length_penalty, rank, world, progress)
+                            args.length_penalty, rank, world, progress, n_rows=n_rows)
     if rank == 0:
         data.write_json(rows, args.result_json_data, indent=2)
         elapsed = time.time() - start
         logger.info("wrote %s: %d rows in %.1f s (%.2f users/s)", args.result_json_data, len(rows), elapsed,
                     len(rows) / max(elapsed, 1e-9))
-        result = calc.compute_metrics(rows, set(trie.sids))
+        result = calc.compute_metrics(rows, catalogue.answer_sids)
         print(metrics.format_table({os.path.basename(args.result_json_data): result}, result["ks"]))
     if world > 1:
         import torch.distributed as dist
@@ -225,4 +267,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import calc
 import data
 import evaluate
 from decoding_reference import exhaustive_beam_search
+from runtime import InputError
 from sid_trie import SidTrie
 from tests import tiny
 
@@ -84,7 +86,7 @@ def test_evaluate_rows_in_order_with_exact_beams(checkpoint):
     trie = SidTrie.from_info_file(paths["info"], tok)
     ds = data.EvalSidDataset(train_file=paths["test"], tokenizer=tok, max_len=512, test=True, category="toy store items")
     rows = evaluate.evaluate_rows(model, tok, trie, ds, num_beams=len(trie), batch_size=3)
-    assert [r["output"] for r in rows] == [r.item_sid for r in ds.rows]
+    assert [r["output"] for r in rows] == [r.item_sid + "\n" for r in ds.rows]  # the original's record
     assert [r["user_id"] for r in rows] == [r.user_id for r in ds.rows]
     exact = exhaustive_beam_search(model, trie, [it["prompt_ids"] for it in ds], len(trie))
     for row, sids, scores in zip(rows, exact.sids, exact.scores):
@@ -99,7 +101,7 @@ def test_evaluate_rejects_a_tokenizer_without_sid_tokens(checkpoint, tmp_path):
     tok.pad_token = tok.eos_token
     tiny.make_model(tok).save_pretrained(tmp_path / "plain")
     tok.save_pretrained(tmp_path / "plain")
-    with pytest.raises(SystemExit, match="SID tokens"):
+    with pytest.raises(InputError, match="SID tokens"):
         evaluate.main(["--base_model", str(tmp_path / "plain"), "--info_file", str(paths["info"]),
                        "--test_data_path", str(paths["test"]), "--result_json_data", str(tmp_path / "x.json")])
 
@@ -126,3 +128,68 @@ def test_two_process_evaluation_merges_to_the_one_process_file(checkpoint, tmp_p
     n_test = len(data.read_split_csv(paths["test"]))
     assert len(rows) == n_test and all(len(r["predict"]) == 5 for r in rows)
     assert not list((tmp_path / "sh").glob(".*.tmp"))  # atomic write left nothing behind
+
+
+def _original_checkpoint(paths, folder):
+    """A tiny model saved the way the original's sft.py saves one: tokenizer.add_tokens of the
+    sorted SID tokens, resize_token_embeddings, pad token = EOS, bf16 weights, save_pretrained of
+    model and tokenizer."""
+    tok = tiny.make_tokenizer("gpt2_bpe")
+    model = tiny.make_model(tok, seed=3)
+    index = json.loads(Path(paths["index"]).read_text())
+    tok.add_tokens(sorted({t for tokens in index.values() for t in tokens}))
+    model.resize_token_embeddings(len(tok))
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model.to(dtype=torch.bfloat16).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_a_checkpoint_saved_by_the_original_evaluates_with_its_flags(checkpoint, tmp_path):
+    root, paths = checkpoint
+    model_dir = _original_checkpoint(paths, tmp_path / "original")
+    out = tmp_path / "res" / "final_result_Toy_Store.json"
+    # the flags of the original's evaluate.sh, in its order
+    argv = ["--base_model", str(model_dir), "--info_file", str(paths["info"]), "--category", "Toy_Store",
+            "--test_data_path", str(paths["test"]), "--result_json_data", str(out), "--batch_size", "8",
+            "--num_beams", "5", "--max_new_tokens", "256", "--temperature", "1.0", "--guidance_scale", "1.0",
+            "--length_penalty", "0.0", "--precision", "fp32", "--no_progress"]
+    assert evaluate.main(argv) == 0
+    rows = json.loads(out.read_text())
+    test_rows = data.read_split_csv(paths["test"])
+    assert [r["output"] for r in rows] == [t.item_sid + "\n" for t in test_rows]
+    sids = {sid for sid, _, _ in data.read_info(paths["info"])}
+    assert all(len(r["predict"]) == 5 and set(r["predict"]) <= sids for r in rows)
+    assert rows[0]["input"].startswith("Can you predict the next possible item the user may expect, given")
+
+
+def test_bad_result_path_and_unreachable_targets_fail_before_decoding(checkpoint, tmp_path, monkeypatch):
+    root, paths = checkpoint
+    args = ["--base_model", str(root / "model"), "--info_file", str(paths["info"]),
+            "--test_data_path", str(paths["test"]), "--num_beams", "3", "--no_progress"]
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(evaluate, "load_model_and_tokenizer", no_model)
+    with pytest.raises(InputError, match=f"--result_json_data {tmp_path}: is a folder"):
+        evaluate.main(args + ["--result_json_data", str(tmp_path)])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="--result_json_data .*a_file/x.json: cannot write there"):
+        evaluate.main(args + ["--result_json_data", str(blocker / "x.json")])
+
+    rows = data.read_split_csv(paths["test"])
+    wrong = rows[1].__class__(**{**rows[1].__dict__, "item_sid": rows[0].item_sid if rows[0].item_sid != rows[1].item_sid
+                                 else rows[2].item_sid})
+    bad_test = tmp_path / "test.csv"
+    data.write_split_csv([rows[0], wrong] + list(rows[2:]), bad_test)
+    bad_args = [a if a != str(paths["test"]) else str(bad_test) for a in args]
+    with pytest.raises(InputError, match=r"test.csv: 1 of \d+ rows have a target the catalogue cannot produce "
+                                         r"\(first at line 3: item_sid .* is not the SID of item"):
+        evaluate.main(bad_args + ["--result_json_data", str(tmp_path / "r.json")])
+    monkeypatch.undo()
+    assert evaluate.main(bad_args + ["--result_json_data", str(tmp_path / "r.json"),
+                                     "--allow_unreachable_targets", "True"]) == 0
+    assert len(json.loads((tmp_path / "r.json").read_text())) == len(rows)
