@@ -15,14 +15,13 @@ Writes <path stem>_metrics.json and <path stem>_metrics.png next to the first --
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import data
 import metrics
-from runtime import InputError
+from runtime import ArgumentParser, InputError, run_main
 
 
 def _clean(sid) -> str:
@@ -132,7 +131,7 @@ def plot_metrics(results: dict, path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--path", nargs="+", required=True, help="predictions JSON file(s) (evaluate.py output)")
     parser.add_argument("--item_path", required=True, help="info.txt of the catalogue (SID<TAB>title<TAB>item_id); the \".txt\" may be left off")
     parser.add_argument("--out_json", default=None, help="metrics JSON (default: <path stem>_metrics.json)")
@@ -142,6 +141,8 @@ def main(argv=None) -> int:
 
     # the original's calc.py takes the info file with or without its ".txt"
     item_path = args.item_path if Path(args.item_path).is_file() else f"{args.item_path}.txt"
+    if not Path(item_path).is_file():
+        raise InputError(f"--item_path {args.item_path}: not found (nor with .txt)")
     valid_sids = {sid for sid, _, _ in data.read_info(item_path)}
     results = {p: metrics_of_file(p, valid_sids) for p in args.path}
     ks = sorted({k for r in results.values() for k in r["ks"]})
@@ -164,4 +165,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

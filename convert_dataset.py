@@ -14,15 +14,14 @@ and info.txt into --output_dir, default DATA_DIR):
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from prep.convert import ORIGINAL_DEFAULT_DATASET, convert_dataset
+from runtime import ArgumentParser, positive_int, run_main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--data_dir", required=True, help="folder of the prepared dataset (.inter files, index, items)")
     parser.add_argument("--dataset_name", default=None,
                         help="the original's layout: read DATA_DIR/<dataset_name>.* (default: our layout when "
@@ -33,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="category in the output file names (original layout; default: --dataset_name)")
     parser.add_argument("--index_path", default=None, help="index.json with the SIDs (default: the dataset's)")
     parser.add_argument("--item_meta_path", default=None, help="item.json (default: the dataset's)")
-    parser.add_argument("--max_valid_samples", type=int, default=None,
+    parser.add_argument("--max_valid_samples", type=positive_int, default=None,
                         help="keep a random sample of this many validation rows (default: all)")
-    parser.add_argument("--max_test_samples", type=int, default=None,
+    parser.add_argument("--max_test_samples", type=positive_int, default=None,
                         help="keep a random sample of this many test rows (default: all)")
     parser.add_argument("--seed", type=int, default=42, help="random seed of the row samples")
     parser.add_argument("--keep_longest_only", action="store_true", default=False,
@@ -52,4 +51,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(lambda: main() and None)

@@ -3,22 +3,23 @@
 # (evaluate.py, NPROC processes merged into one predictions file), then HR@K / NDCG@K (calc.py:
 # table, JSON and PNG next to the predictions).
 #
-#   MODEL=output/sft/final_checkpoint bash evaluate.sh                 # every category in DATA_ROOT
+#   MODEL=output/sft/Office_Products/final_checkpoint bash evaluate.sh       # every category in DATA_ROOT
 #   MODEL=... NPROC=8 bash evaluate.sh Industrial_and_Scientific Office_Products
 #
 # Settings (environment):
 #   MODEL        HF checkpoint folder with its tokenizer (SFT or RL final_checkpoint)
-#   DATA_ROOT    folder of <category>/{test.csv,info.txt} (default ../shared/data); the upstream
-#                layout DATA_ROOT/test/<category>*11.csv + DATA_ROOT/info/<category>*.txt also works
+#   DATA_ROOT    the original's layout (default data/Amazon: test/<category>*11.csv, info/<category>*.txt)
+#                or ours (DATA_ROOT/<category>/test.csv + info.txt)
 #   NPROC        processes (default: the number of GPUs, else 2 CPU processes with gloo)
 #   OUT_DIR      where predictions and metrics go (default ./results/<model folder name>)
 #   NUM_BEAMS (50), BATCH_SIZE (8), MAX_NEW_TOKENS (256), LENGTH_PENALTY (0.0), SEED (42),
 #   MAX_ROWS (0 = all test rows), PYTHON (python)
 set -euo pipefail
 cd "$(dirname "$0")"
+source scripts/dataset_files.sh
 
 MODEL=${MODEL:-./output/rl/final_checkpoint}
-DATA_ROOT=${DATA_ROOT:-../shared/data}
+DATA_ROOT=${DATA_ROOT:-data/Amazon}
 NUM_BEAMS=${NUM_BEAMS:-50}
 BATCH_SIZE=${BATCH_SIZE:-8}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-256}
@@ -27,7 +28,7 @@ SEED=${SEED:-42}
 MAX_ROWS=${MAX_ROWS:-0}
 PYTHON=${PYTHON:-python}
 if [[ -z "${NPROC:-}" ]]; then
-    NPROC=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
+    NPROC=$(gpu_count)
     [[ "$NPROC" -ge 1 ]] || NPROC=2
 fi
 OUT_DIR=${OUT_DIR:-./results/$(basename "$MODEL")}
@@ -40,12 +41,9 @@ fi
 if [[ $# -gt 0 ]]; then
     categories=("$@")
 else
-    categories=()
-    for dir in "$DATA_ROOT"/*/; do
-        [[ -f "$dir/test.csv" && -f "$dir/info.txt" ]] && categories+=("$(basename "$dir")")
-    done
+    mapfile -t categories < <(dataset_categories "$DATA_ROOT")
     if [[ ${#categories[@]} -eq 0 ]]; then
-        echo "Error: no <category>/test.csv + info.txt under DATA_ROOT=$DATA_ROOT; name the categories" >&2
+        echo "Error: no category under DATA_ROOT=$DATA_ROOT (test/<category>*11.csv + info/, or <category>/test.csv); name the categories" >&2
         exit 1
     fi
 fi
@@ -53,14 +51,7 @@ fi
 mkdir -p "$OUT_DIR"
 failed=0
 for category in "${categories[@]}"; do
-    test_file="$DATA_ROOT/$category/test.csv"
-    info_file="$DATA_ROOT/$category/info.txt"
-    if [[ ! -f "$test_file" ]]; then
-        test_file=$(ls "$DATA_ROOT"/test/"${category}"*11.csv 2>/dev/null | head -1 || true)
-        info_file=$(ls "$DATA_ROOT"/info/"${category}"*.txt 2>/dev/null | head -1 || true)
-    fi
-    if [[ ! -f "$test_file" || ! -f "$info_file" ]]; then
-        echo "Error: no test.csv / info.txt for category $category under $DATA_ROOT" >&2
+    if ! dataset_files "$DATA_ROOT" "$category" test info; then
         failed=1
         continue
     fi

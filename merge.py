@@ -9,15 +9,12 @@ reads temp/Office/0.json, 1.json (JSON lists of prediction rows) and writes thei
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from prep.shards import merge_predictions, shard_names
+from runtime import ArgumentParser, run_main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_path", required=True, help="folder holding the chunks' <name>.json")
     parser.add_argument("--output_path", required=True, help="the merged predictions JSON")
     parser.add_argument("--cuda_list", required=True, help='chunk names in merge order: "0,1,2" or "0 1 2"')
@@ -32,4 +29,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# RL (GRPO, ReReTrainer) for every category under DATA_ROOT, from the SFT checkpoints of sft.sh.
-#   GPUs:  NPROC=8 bash rl.sh                   (accelerate + DeepSpeed ZeRO-2, config/zero2_opt.yaml)
-#   CPU:   CPU=1 NPROC=2 bash rl.sh             (torchrun, 2 processes over gloo: accelerate's own
-#                                               CPU launcher needs MPI, torchrun does not)
+# RL (GRPO, ReReTrainer) for every category under DATA_ROOT, from the SFT checkpoints of sft.sh; data
+# in the original's layout (data/Amazon/...) or ours (DATA_ROOT/<category>/...), as sft.sh.
+#   GPUs:  NPROC=8 bash rl.sh              (accelerate + DeepSpeed ZeRO-2, config/zero2_opt.yaml)
+#   CPU:   NPROC=2 bash rl.sh              (no GPU found, or CPU=1: torchrun, processes over gloo;
+#                                          accelerate's own CPU launcher needs MPI, torchrun does not)
 # Every variable below can be overridden from the environment; extra arguments go to rl.py.
 set -euo pipefail
 cd "$(dirname "$0")"
+source scripts/dataset_files.sh
 
-NPROC=${NPROC:-8}
-DATA_ROOT=${DATA_ROOT:-data/processed}
-CATEGORIES=${CATEGORIES:-$(ls "$DATA_ROOT")}
+GPUS=$(gpu_count)
+CPU=${CPU:-$([[ "$GPUS" -ge 1 ]] && echo 0 || echo 1)}
+NPROC=${NPROC:-$([[ "$CPU" = 1 ]] && echo 2 || echo "$GPUS")}
+DATA_ROOT=${DATA_ROOT:-data/Amazon}
+CATEGORIES=${CATEGORIES:-$(dataset_categories "$DATA_ROOT")}
 SFT_ROOT=${SFT_ROOT:-output/sft}
 OUTPUT_ROOT=${OUTPUT_ROOT:-output/rl}
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-64}
@@ -22,29 +26,32 @@ BETA=${BETA:-1e-3}
 REWARD_TYPE=${REWARD_TYPE:-ranking}
 WANDB_PROJECT=${WANDB_PROJECT:-}
 PYTHON=${PYTHON:-python}
-MASTER_PORT=${MASTER_PORT:-29500}
-if [ "${CPU:-0}" = 1 ]; then
+MASTER_PORT=${MASTER_PORT:-}  # empty: a free port (torchrun --standalone), 29503 with accelerate
+if [[ "$CPU" = 1 ]]; then
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-    LAUNCH=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC" --master_port "$MASTER_PORT")
+    RENDEZVOUS=(--standalone)
+    [[ -z "$MASTER_PORT" ]] || RENDEZVOUS=(--master_port "$MASTER_PORT")
+    LAUNCH=("$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" --nproc_per_node "$NPROC")
 else
     LAUNCH=("$PYTHON" -m accelerate.commands.launch --config_file "${CONFIG:-config/zero2_opt.yaml}"
-            --num_processes "$NPROC" --main_process_port "$MASTER_PORT")
+            --num_processes "$NPROC" --main_process_port "${MASTER_PORT:-29503}")
+fi
+if [[ -z "$CATEGORIES" ]]; then
+    echo "Error: no category under DATA_ROOT=$DATA_ROOT (convert_dataset.py writes one); set DATA_ROOT or CATEGORIES" >&2
+    exit 1
 fi
 
 for category in $CATEGORIES; do
-    dir="$DATA_ROOT/$category"
-    train_file=$(ls "$dir"/*train*.csv | head -1)
-    eval_file=$(ls "$dir"/*valid*.csv | head -1)
-    test_file=$(ls "$dir"/*test*.csv | head -1)
-    echo "== RL $category"
+    dataset_files "$DATA_ROOT" "$category" train eval test info index item
+    echo "== RL $category: $train_file, $NPROC process(es)"
     "${LAUNCH[@]}" rl.py \
         --model_path "$SFT_ROOT/$category/final_checkpoint" \
         --train_file "$train_file" \
         --eval_file "$eval_file" \
         --test_file "$test_file" \
-        --info_file "$dir/info.txt" \
-        --sid_index_path "$dir/index.json" \
-        --item_meta_path "$dir/item.json" \
+        --info_file "$info_file" \
+        --sid_index_path "$index_file" \
+        --item_meta_path "$item_file" \
         --category "$category" \
         --output_dir "$OUTPUT_ROOT/$category" \
         --train_batch_size "$TRAIN_BATCH_SIZE" \
@@ -55,10 +62,16 @@ for category in $CATEGORIES; do
         --learning_rate "$LEARNING_RATE" \
         --beta "$BETA" \
         --reward_type "$REWARD_TYPE" \
-        --beam_search True \
-        --temperature 1.0 \
+        --sample_train False \
         --eval_step 0.0999 \
+        --mask_all_zero False \
+        --dynamic_sampling False \
+        --sync_ref_model True \
+        --beam_search True \
         --test_during_training False \
+        --temperature 1.0 \
+        --add_gt False \
+        --dapo False \
         --wandb_project "$WANDB_PROJECT" \
         --wandb_run_name "rl-$category" \
         "$@"

@@ -8,15 +8,12 @@ number as an unnamed first column (as the original's split.py writes them).
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from prep.shards import shard_names, split_csv
+from runtime import ArgumentParser, run_main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input_path", required=True, help="the split CSV to cut (e.g. a test CSV)")
     parser.add_argument("--output_path", required=True, help="folder for the chunks <name>.csv (created)")
     parser.add_argument("--cuda_list", required=True,
@@ -32,4 +29,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

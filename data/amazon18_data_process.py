@@ -14,18 +14,16 @@ Then rq/build_sids.py (SIDs from item.json) and convert_dataset.py (split CSVs).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 from prep.amazon18 import original_input_files, prepare_amazon18
 from prep.layout import DatasetFiles
-from runtime import InputError
+from runtime import ArgumentParser, InputError, positive_int, run_main
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="Arts",
                         help="dataset (category) name: names the output folder and files, and the default input files")
     parser.add_argument("--reviews_file", default=None,
@@ -40,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--st_month", type=int, default=10, help="time window start month (from its first day)")
     parser.add_argument("--ed_year", type=int, default=2018, help="time window end year")
     parser.add_argument("--ed_month", type=int, default=11, help="time window end month (up to its first day)")
-    parser.add_argument("--user_k", type=int, default=5, help="k-core: minimum interactions per user")
-    parser.add_argument("--item_k", type=int, default=5, help="k-core: minimum interactions per item")
-    parser.add_argument("--max_history", type=int, default=10, help="most history items per window")
+    parser.add_argument("--user_k", type=positive_int, default=5, help="k-core: minimum interactions per user")
+    parser.add_argument("--item_k", type=positive_int, default=5, help="k-core: minimum interactions per item")
+    parser.add_argument("--max_history", type=positive_int, default=10, help="most history items per window")
     parser.add_argument("--min_items", type=int, default=3000,
                         help="while fewer items survive and st_year > 1996, start the window a year earlier "
                              "(the original's rule; 0 turns it off)")
@@ -66,4 +64,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(lambda: main() and None)
