@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from runtime import InputError, PathNotFound
+
 import hardware
 
 logger = logging.getLogger(__name__)
@@ -23,11 +25,11 @@ def _split_gguf(path) -> tuple[str, dict]:
     """(folder or file path, extra from_pretrained kwargs) for an HF folder or a .gguf file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"model path not found: {path}")
+        raise PathNotFound(f"model path not found: {path}")
     if path.suffix == ".gguf":
         return str(path.parent), {"gguf_file": path.name}
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: not a model folder (no config.json) and not a .gguf file")
+        raise PathNotFound(f"{path}: not a model folder (no config.json) and not a .gguf file")
     return str(path), {}
 
 
@@ -56,7 +58,7 @@ def load_tokenizer(path, padding_side: str = "left"):
     folder, extra = _split_gguf(path)
     tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"{path}: the tokenizer has no EOS token")
+        raise InputError(f"{path}: the tokenizer has no EOS token")
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
@@ -99,7 +101,7 @@ def check_vocab_matches(model, tokenizer, source):
     """The embedding matrix must cover the tokenizer, or SID tokens index past it."""
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < len(tokenizer):
-        raise ValueError(
+        raise InputError(
             f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's embedding matrix "
             f"has {rows} rows: tokenizer and checkpoint do not belong together"
         )

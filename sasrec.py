@@ -20,7 +20,6 @@ MiniOneRec sasrec.py saves (its SASRec, sizes read from the tensors).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import random
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import DataFormatError, atomic_write, read_index, read_item_meta, read_split_csv, write_json
-from runtime import InputError
+from runtime import ArgumentParser, InputError, positive_int, run_main
 from metrics import DEFAULT_KS, format_table, hr_ndcg, ks_up_to, ranks_from_scores
 from SASRecModules_ori import MultiHeadAttention, PositionwiseFeedForward
 
@@ -478,7 +477,7 @@ def train_model(model, train, valid, *, epochs, batch_size, lr, l2_decay, loss_t
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Train a sequential recommender (SASRec, GRU4Rec, Caser) on MiniOneRec split "
                     "CSVs by item_id; rank all items on valid (early stopping) and test, beside a "
                     "popularity baseline; write the metrics JSON and a checkpoint."
@@ -498,8 +497,8 @@ def parse_args(argv=None):
     parser.add_argument("--num_filters", type=int, default=16, help="Caser horizontal filters per size")
     parser.add_argument("--filter_sizes", default="2,3,4", help="Caser horizontal filter heights")
     parser.add_argument("--lr", type=float, default=0.001, help="Adam learning rate")
-    parser.add_argument("--batch_size", type=int, default=256, help="training sequences per step")
-    parser.add_argument("--eval_batch_size", type=int, default=1024, help="sequences ranked together in evaluation")
+    parser.add_argument("--batch_size", type=positive_int, default=256, help="training sequences per step")
+    parser.add_argument("--eval_batch_size", type=positive_int, default=1024, help="sequences ranked together in evaluation")
     parser.add_argument("--epoch", type=int, default=200, help="maximum epochs")
     parser.add_argument("--dropout_rate", type=float, default=0.3, help="dropout probability")
     parser.add_argument("--l2_decay", type=float, default=1e-5, help="Adam weight decay")
@@ -586,4 +585,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main()
+    run_main(lambda: main() and None)

@@ -170,6 +170,15 @@ def test_input_error_is_one_line_without_traceback(tmp_path):
     assert done.stderr.strip() == f"sft.py: --base_model {tmp_path / 'missing'}: not found"
 
 
+def test_missing_input_file_of_an_argparse_script_is_one_line(tmp_path):
+    missing = tmp_path / "train.csv"
+    done, _ = run_script("sasrec.py", "--train_file", str(missing), "--valid_file", str(missing),
+                         "--test_file", str(missing), "--epoch", "1")
+    assert done.returncode == runtime.INPUT_ERROR
+    assert done.stderr.strip().splitlines()[-1] == f"sasrec.py: {missing}: file not found"
+    assert "Traceback" not in done.stderr
+
+
 def test_unexpected_error_keeps_its_traceback(capsys):
     def broken():
         raise KeyError("a bug")
