@@ -38,7 +38,7 @@ import data
 from checkpoints import run_record
 from minionerec_trainer import ReReConfig, ReReTrainer
 from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
-from rewards import build_reward_funcs
+from rewards import SASREC_SCORES, build_reward_funcs
 from runtime import InputError, report_to, require_paths, run_cli
 from sid_trie import SidTrie
 
@@ -101,8 +101,9 @@ def parse_rl_tasks(rl_tasks) -> list[tuple[str, int]]:
 # --- steps ------------------------------------------------------------------------------------
 
 
-def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train):
-    """The flag combinations that must fail before any work."""
+def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train,
+                prompt_style="upstream", sasrec_score="logit"):
+    """The flag values and combinations that must fail before any work."""
     if not output_dir:
         raise InputError("--output_dir is required")
     if dapo and gspo:
@@ -116,6 +117,10 @@ def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_
             )
     if not isinstance(sample_train, bool) and (sample_train == 0 or sample_train < -1):
         raise InputError(f"--sample_train {sample_train}: True/False, a positive row count, or -1 for all")
+    if prompt_style not in data.PROMPT_STYLES:
+        raise InputError(f"--prompt_style {prompt_style!r}: choose one of {data.PROMPT_STYLES}")
+    if sasrec_score not in SASREC_SCORES:
+        raise InputError(f"--sasrec_score {sasrec_score!r}: choose one of {SASREC_SCORES}")
 
 
 def load_policy(model_path, index, precision="auto"):
@@ -408,7 +413,8 @@ def train(
                   sid_index_path=sid_index_path, item_meta_path=item_meta_path)
     if test_file:
         require_paths(test_file=test_file)
-    check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train)
+    check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train,
+                prompt_style, sasrec_score)
     tasks = parse_rl_tasks(rl_tasks)
     catalogue = data.Catalogue(sid_index_path, item_meta_path, info_file, category,
                                allow_unreachable_targets=allow_unreachable_targets)

@@ -350,6 +350,9 @@ def test_build_datasets_sample_train_and_rl_tasks(checkpoint, tmp_path):
     assert len(every) == n_rows and len(valid) == len(data.read_split_csv(paths["valid"]))
     assert set(every.column_names) == set(rl.ROW_COLUMNS)
     assert len(build("sid_history_to_sid", sample_train=5)[0]) == 5  # an integer: rows of the SID task
+    unified = build("sid_history_to_sid", prompt_style="unified")[0]
+    assert unified["target"] == every["target"] and not set(unified["prompt"]) & set(every["prompt"])
+    assert every["prompt"][0].startswith("### User Input:")  # the original's bare RL prompt
     assert len(build("sid_history_to_sid:7")[0]) == 7
     assert len(build("sid_history_to_sid", sample_train=True, model_path="out/rl")[0]) == n_rows
     # the original: True drops the first 20% of the shuffled rows of an SFT model_path
@@ -367,3 +370,7 @@ def test_build_datasets_sample_train_and_rl_tasks(checkpoint, tmp_path):
             rl.parse_rl_tasks(bad)
     with pytest.raises(InputError, match="--sample_train"):
         rl.check_flags(str(tmp_path), False, False, 4, 8, 8, sample_train=0)
+    with pytest.raises(InputError, match="--prompt_style"):
+        rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, prompt_style="original")
+    with pytest.raises(InputError, match="--sasrec_score"):
+        rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, sasrec_score="rank")
