@@ -24,7 +24,6 @@ bootstrap over the same test rows (95% interval).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -41,7 +40,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import data  # noqa: E402
 import pipeline  # noqa: E402
 from report import paired_bootstrap, per_row_metric, row_ranks  # noqa: E402
-from runtime import InputError  # noqa: E402
+from runtime import ArgumentParser, InputError, run_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 MODEL_STAGES = {"SFT": ("eval_sft", "eval_sft_dir"), "SFT+RL": ("eval_rl", "eval_rl_dir")}
@@ -165,7 +164,7 @@ def plot(grid: dict, summary: dict, path: Path):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--grid", required=True, help="grid JSON (config/ablations/*.json)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds instead of the grid's")
     parser.add_argument("--variants", default=None, help="comma-separated variants to run (default: all)")
@@ -225,4 +224,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(lambda: main() and None)

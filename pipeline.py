@@ -25,7 +25,6 @@ every flag a stage relies on explicitly, so a script's defaults changing does no
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -41,7 +40,7 @@ from typing import Callable
 
 import data
 from report import write_report
-from runtime import InputError
+from runtime import ArgumentParser, InputError, run_main
 
 REPO = Path(__file__).resolve().parent
 PROFILES_DIR = REPO / "config" / "profiles"
@@ -183,7 +182,7 @@ def git_commit() -> str:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--profile", "--backbone", dest="profile", default="small",
                         help="settings profile: a name under config/profiles/ (small: 3.4M-parameter model, "
                              "SmolLM2 architecture, hidden 64 x 4 layers, random init; smollm2: pretrained "
@@ -361,4 +360,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

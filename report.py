@@ -7,7 +7,6 @@ metric vs K and the training curves. Every file names the commit and the command
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import calc  # noqa: E402
 import data  # noqa: E402
 import metrics  # noqa: E402
+from runtime import ArgumentParser, reporting_input_errors  # noqa: E402
 
 REPORT_KS = (1, 3, 5, 10, 20)
 BOOTSTRAP_METRICS = ("HR@10", "NDCG@10")
@@ -202,9 +202,9 @@ def write_report(run_json, out_dir) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--run", required=True, help="run.json of a pipeline run (runs/<run>/run.json)")
     parser.add_argument("--out_dir", required=True, help="folder for results.md, results.json and the PNGs")
     a = parser.parse_args()
-    write_report(a.run, a.out_dir)
+    reporting_input_errors(write_report, a.run, a.out_dir)
     print((Path(a.out_dir) / "results.md").read_text())
