@@ -12,7 +12,11 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import fire
+import runtime
+
+if __name__ == "__main__":
+    runtime.check_flags_early(__file__, "convert")  # a bad flag or --help answers before torch loads
+
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from modeling import load_causal_lm, load_tokenizer, save_pretrained_atomic
@@ -72,4 +76,4 @@ def convert(output_dir: str, gguf: str = "", small_dir: str = "", small_hidden: 
 
 
 if __name__ == "__main__":
-    fire.Fire(convert)
+    runtime.run_cli(convert)
