@@ -17,8 +17,8 @@ changes only what recommendation needs:
   `test_beam`-beam search: as the original, on the current batch's prompts at every step; or,
   given `test_prompts`, on those every `test_steps`. The decoder is stateless, so this does not
   disturb the rollouts;
-- extra logs: item diversity per group, and seconds per step in generation, reference log-probs,
-  rewards and the policy forward+backward.
+- extra logs: item diversity per group, and seconds per step in generation, the per-batch test,
+  reference log-probs, rewards and the policy forward+backward.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
         self.test_prompts = test_prompts
         self._rollout_rows = None
         self._seconds = defaultdict(float)
+        self._seconds_in_test = 0.0
         self._seconds_since_step = 0
         if args.test_during_training and test_prompts is not None:
             if not test_prompts:
@@ -186,11 +187,8 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
                     completion_ids[group] = [ids[:n] for ids, n in zip(row, row_lengths)]
                 distinct += [len(set(row)) / g for row in items.tolist()]
                 if self.args.test_during_training and self.test_prompts is None and self.model.training:
-                    result = sid_beam_search(model, trie, prompts, self.args.test_beam,
-                                             self.processing_class.pad_token_id,
-                                             batch_size=self.args.decode_batch_size)
-                    for name, value in hr_ndcg(target_ranks(result.sids, targets), self._test_ks()).items():
-                        test_hits[name] += value * len(groups)
+                    for name, total in self._test_totals(model, trie, prompts, targets).items():
+                        test_hits[name] += total
         completion_ids = [ids for group in completion_ids for ids in group]
 
         mode = "train" if self.model.training else "eval"
@@ -201,8 +199,21 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
             for name, total in zip(test_hits, totals[:-1].tolist()):
                 self._metrics["train"][f"test/{name}"].append(total / totals[-1].item())
         if self.model.training:
-            self._seconds["generation"] += time.perf_counter() - start
+            self._seconds["generation"] += time.perf_counter() - start - self._seconds_in_test
+            if self._seconds_in_test:
+                self._seconds["test"] += self._seconds_in_test
+                self._seconds_in_test = 0.0
         return completion_ids, None
+
+    def _test_totals(self, model, trie: SidTrie, prompts, targets) -> dict[str, float]:
+        """HR@K / NDCG@K summed over these prompts' test_beam-beam searches (the original's
+        test_during_training on the batch)."""
+        start = time.perf_counter()
+        result = sid_beam_search(model, trie, prompts, self.args.test_beam, self.processing_class.pad_token_id,
+                                 batch_size=self.args.decode_batch_size)
+        metrics = hr_ndcg(target_ranks(result.sids, targets), self._test_ks())
+        self._seconds_in_test += time.perf_counter() - start
+        return {name: value * len(prompts) for name, value in metrics.items()}
 
     def _rollout_items(self, model, trie: SidTrie, prompts, targets, g) -> torch.Tensor:
         """[len(prompts), g] answer indices into `trie` of each group's rollouts."""

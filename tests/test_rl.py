@@ -287,6 +287,7 @@ def test_rl_with_title_tasks_decodes_each_group_over_its_own_catalogue(checkpoin
     assert [h["step"] for h in tested] == [1, 2, 3]
     assert all(0 <= h["test/NDCG@5"] <= h["test/HR@5"] <= 1 for h in tested)
     assert "test/HR@10" not in tested[0]  # K up to test_beam only
+    assert all(h["time/test_s_per_step"] > 0 for h in tested)  # timed apart from the rollouts
     # outputs as the original: the model in output_dir and model + tokenizer in final_checkpoint
     assert (tmp_path / "model.safetensors").is_file()
     assert (tmp_path / "final_checkpoint" / "model.safetensors").is_file()
