@@ -170,6 +170,18 @@ def test_input_error_is_one_line_without_traceback(tmp_path):
     assert done.stderr.strip() == f"sft.py: --base_model {tmp_path / 'missing'}: not found"
 
 
+@pytest.mark.parametrize("flag", ["--batch_size", "--num_beams"])
+def test_evaluate_rejects_a_zero_count_before_any_work(flag, capsys):
+    """Point 8: `evaluate.py --batch_size 0` used to end in a range() error after loading the model."""
+    import evaluate
+
+    argv = ["--base_model", "m", "--info_file", "i", "--test_data_path", "t", "--result_json_data", "r"]
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.build_parser().parse_args([*argv, flag, "0"])
+    assert exit_.value.code == runtime.USAGE_ERROR
+    assert capsys.readouterr().err.strip().endswith(f": argument {flag}: '0': must be at least 1")  # prog: pytest's
+
+
 def test_missing_input_file_of_an_argparse_script_is_one_line(tmp_path):
     missing = tmp_path / "train.csv"
     done, _ = run_script("sasrec.py", "--train_file", str(missing), "--valid_file", str(missing),
