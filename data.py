@@ -16,6 +16,9 @@ CSV classes, `random.seed(seed); random.sample` for the item classes, one `rando
 for SFTData's instruction). `prompt_style="unified"` words every task one consistent way (`TASKS`).
 
 Deliberate differences from the original, each where the original is wrong:
+- its item classes (SidItemFeatDataset, RLTitle2SidDataset, RLSid2TitleDataset) write the answer
+  into the prompt too (`generate_prompt` fills `### Response:` with the output, so an RL prompt
+  already holds its completion and SFT learns to copy): here their prompts end at `### Response:\n`;
 - list columns are parsed with `ast.literal_eval`, never `eval`;
 - an over-long example keeps its response and loses its oldest history items (then the end of a
   long item text); the original's `tokens[-max_len:]` cuts the head of the instruction. Examples
