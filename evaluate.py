@@ -24,7 +24,6 @@ level); nothing is read from the checkpoint's generation_config.json.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -39,7 +38,7 @@ import data
 import metrics
 from decoding import plan_batches, sid_beam_search
 from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer
-from runtime import ArgumentParser, InputError, positive_int, run_main
+from runtime import ArgumentParser, InputError, boolean, positive_int, run_main
 from sid_trie import SidTrie
 
 logger = logging.getLogger("evaluate")
@@ -163,16 +162,6 @@ def _dist_setup():
 DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
-def _boolean(text: str) -> bool:
-    """argparse type of a True/False flag (as sft.py / rl.py read theirs)."""
-    word = text.strip().lower()
-    if word in ("true", "yes", "1"):
-        return True
-    if word in ("false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: give True or False")
-
-
 def build_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("--base_model", required=True, help="HF checkpoint folder (model + tokenizer with SID tokens)")
@@ -206,7 +195,7 @@ def build_parser():
                    help="model weights dtype: auto (bf16 where supported, else fp32), bf16 or fp32")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="alias of --precision (float32 = fp32, bfloat16 = bf16)")
-    p.add_argument("--allow_unreachable_targets", default=False, type=_boolean,
+    p.add_argument("--allow_unreachable_targets", default=False, type=boolean,
                    help="True: evaluate test rows whose target SID the info file cannot produce (they count as "
                         "misses; the count is reported); otherwise such rows are an error")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")

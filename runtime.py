@@ -108,6 +108,15 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(USAGE_ERROR)
 
 
+def boolean(text: str) -> bool:
+    """argparse type of a True/False flag, read as run_cli reads bool parameters (`--bn False` is
+    False; True/False, true/false, yes/no, 1/0 and nothing else)."""
+    word = text.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; give True or False (or true/false, yes/no, 1/0)")
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count that must be at least 1 (a batch size, a beam count)."""
     try:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from rq import rqkmeans, sids
 from rq.embeddings import load_embeddings
-from runtime import InputError
+from runtime import InputError, boolean
 
 logger = logging.getLogger("rqvae")
 
@@ -350,16 +350,6 @@ def sinkhorn_repair(codes: np.ndarray, last_distances: np.ndarray, epsilon: floa
 # --- the original's command lines -----------------------------------------------------------
 
 
-def str2bool(text: str) -> bool:
-    """argparse type for the original's boolean flags (`--bn False` must mean False)."""
-    lowered = str(text).lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean")
-
-
 def add_model_args(parser, *, lr, kmeans_init, e_dim):
     """The flags of the original's rqvae.py / rqkmeans_plus.py (same names and defaults)."""
     parser.add_argument("--data_path", required=True, help="item embeddings .npy (row i = item i)")
@@ -375,9 +365,9 @@ def add_model_args(parser, *, lr, kmeans_init, e_dim):
     parser.add_argument("--warmup_epochs", type=int, default=50, help="epochs of linear learning-rate warm-up")
     parser.add_argument("--weight_decay", type=float, default=0.0, help="L2 regularisation weight")
     parser.add_argument("--dropout_prob", type=float, default=0.0, help="dropout before every linear layer")
-    parser.add_argument("--bn", type=str2bool, default=False, help="batch normalisation in the MLPs (True/False)")
+    parser.add_argument("--bn", type=boolean, default=False, help="batch normalisation in the MLPs (True/False)")
     parser.add_argument("--loss_type", default="mse", choices=["mse", "l1"], help="reconstruction loss")
-    parser.add_argument("--kmeans_init", type=str2bool, default=kmeans_init,
+    parser.add_argument("--kmeans_init", type=boolean, default=kmeans_init,
                         help="start each codebook from k-means of the first batch (True/False)")
     parser.add_argument("--kmeans_iters", type=int, default=100, help="k-means iterations of that initialisation")
     parser.add_argument("--sk_epsilons", type=float, nargs="+", default=[0.0, 0.0, 0.0],

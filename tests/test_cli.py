@@ -3,6 +3,7 @@ bad input ends a script with one line and no traceback."""
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 import re
@@ -45,6 +46,13 @@ def test_bool_words(text, value):
 def test_bool_rejects_anything_else(text):
     with pytest.raises(FlagError, match="--beam_search .*not a boolean"):
         convert_flag("beam_search", text, bool)
+
+
+def test_argparse_boolean_reads_the_same_words():
+    for text, value in [("False", False), ("no", False), ("0", False), ("true", True), ("YES", True), ("1", True)]:
+        assert runtime.boolean(text) is value
+    with pytest.raises(argparse.ArgumentTypeError, match="'maybe' is not a boolean"):
+        runtime.boolean("maybe")
 
 
 def test_lowercase_false_switches_options_off():
