@@ -254,3 +254,123 @@ def test_office_files_round_trip():
         n = item["labels"].count(-100)
         assert tok.decode(item["labels"][n:-1]) == ex.target_sid + "\n"
         assert "office products" in ex.prompt()
+
+
+# --- encodings, the catalogue, styles and the original's calls -----------------------------------
+
+
+def test_bom_is_accepted_and_non_utf8_is_named(tmp_path, dataset):
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + dataset["train"].read_bytes())
+    assert data.read_split_csv(bom) == data.read_split_csv(dataset["train"])
+    index_bom = tmp_path / "index.json"
+    index_bom.write_bytes(b"\xef\xbb\xbf" + dataset["index"].read_bytes())
+    assert data.read_index(index_bom) == data.read_index(dataset["index"])
+    latin = tmp_path / "latin.csv"
+    text = dataset["train"].read_text()
+    latin.write_bytes(text.replace("Item number 3", "Caf\u00e9 number 3", 1).encode("latin-1"))
+    offset = text.encode("utf-8").index(b"Item number 3") + 3
+    with pytest.raises(data.DataFormatError, match=rf"latin.csv: not UTF-8 \(byte 0xe9 at offset {offset}\); "
+                                                   r"save it as UTF-8"):
+        data.read_split_csv(latin)
+
+
+def test_empty_selection_is_an_input_error_naming_the_dataset(dataset, tokenizer, tmp_path):
+    with pytest.raises(data.InputError, match="SidSFTDataset: sample=0 selects no rows"):
+        data.SidSFTDataset(str(dataset["train"]), tokenizer, 512, sample=0)
+    with pytest.raises(data.InputError, match="RLTitle2SidDataset: sample=0 selects no rows"):
+        data.RLTitle2SidDataset(str(dataset["item"]), str(dataset["index"]), sample=0)
+    rows = data.read_split_csv(dataset["train"])
+    repeat = rows[0].__class__(**{**rows[0].__dict__, "item_id": rows[0].history_item_id[-1],
+                                  "item_sid": rows[0].history_item_sid[-1]})
+    only_repeats = tmp_path / "repeats.csv"
+    data.write_split_csv([repeat], only_repeats)
+    with pytest.raises(data.InputError, match="SidDataset: no rows left"):
+        data.SidDataset(str(only_repeats), dedup=True)
+
+
+def _twisted_split(tmp_path, dataset):
+    """The train split with its second row's item_sid replaced by another item's SID."""
+    rows = data.read_split_csv(dataset["train"])
+    other = next(r.item_sid for r in rows if r.item_sid != rows[1].item_sid)
+    path = tmp_path / "twisted.csv"
+    data.write_split_csv([rows[0], rows[1].__class__(**{**rows[1].__dict__, "item_sid": other})] + rows[2:], path)
+    return path, len(rows)
+
+
+def test_catalogue_cross_checks_each_split_once(tmp_path, dataset, monkeypatch, caplog):
+    path, n = _twisted_split(tmp_path, dataset)
+    catalogue = data.Catalogue(dataset["index"], dataset["item"], category="Toy_Store")
+    assert catalogue.category == "toy store items"
+    with pytest.raises(data.InputError, match=rf"twisted.csv: 1 of {n} rows have a target the catalogue cannot "
+                                              r"produce \(first at line 3: item_sid .* is not the SID of item .*"
+                                              r"--allow_unreachable_targets True"):
+        catalogue.split(path)
+    lenient = data.Catalogue(dataset["index"], dataset["item"], allow_unreachable_targets=True)
+    with caplog.at_level(logging.WARNING):
+        assert len(lenient.split(path)) == n
+    assert lenient.unreachable == {str(path): 1}
+    assert any("1 of" in r.getMessage() and "count as misses" in r.getMessage() for r in caplog.records)
+
+    reads = []
+    real_read = data.read_split_csv
+    monkeypatch.setattr(data, "read_split_csv", lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))
+    good = data.Catalogue(dataset["index"], dataset["item"])
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", good.index)
+    common = dict(train_file=str(dataset["train"]), tokenizer=tok, catalogue=good)
+    with_catalogue = [data.SidSFTDataset(**common), data.SFTData(**common),
+                      data.FusionSeqRecDataset(item_file=None, index_file=None, **common)]
+    assert len(reads) == 1  # one read of the split for all three datasets
+    by_paths = data.FusionSeqRecDataset(str(dataset["train"]), str(dataset["item"]), str(dataset["index"]), tok)
+    assert with_catalogue[2].inputs == by_paths.inputs
+
+
+def test_targets_missing_from_the_catalogue_are_errors_not_unknown_items(tmp_path, dataset):
+    rows = data.read_split_csv(dataset["train"])
+    meta = json.loads(dataset["item"].read_text())
+    del meta[str(rows[2].item_id)]
+    item_file = tmp_path / "item.json"
+    item_file.write_text(json.dumps(meta))
+    with pytest.raises(data.DataFormatError, match=rf"train.csv, line 4, field 'item_id': item {rows[2].item_id} "
+                                                   r"has no title in the catalogue"):
+        data.RLSidhis2TitleDataset(str(dataset["train"]), str(item_file), str(dataset["index"]))
+    index = json.loads(dataset["index"].read_text())
+    del index[str(rows[2].item_id)]
+    index_file = tmp_path / "index.json"
+    index_file.write_text(json.dumps(index))
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(dataset["index"]))
+    with pytest.raises(data.DataFormatError, match=rf"line 4, field 'item_id': item {rows[2].item_id} has no SID"):
+        data.TitleHistory2SidSFTDataset(str(dataset["train"]), str(dataset["item"]), str(index_file), tok)
+
+
+def test_unified_style_words_every_stage_alike(dataset):
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(dataset["index"]))
+    train, phrase = str(dataset["train"]), data.category_phrase("Toy_Store")
+    upstream = data.EvalSidDataset(train, tok, 2560, test=True, category=phrase)
+    unified = data.EvalSidDataset(train, tok, 2560, test=True, category=phrase, prompt_style="unified")
+    rl = data.SidDataset(train, category=phrase, prompt_style="unified")
+    assert "given the following chronological interaction history" in upstream[0]["prompt"]
+    assert unified[0]["prompt"] == rl[0]["prompt"] and "toy store items in chronological order" in rl[0]["prompt"]
+    assert unified[0]["prompt"].startswith("Below is an instruction") and unified[0]["prompt"].endswith("### Response:\n")
+    with pytest.raises(data.InputError, match="prompt_style 'fancy'"):
+        data.SidDataset(train, prompt_style="fancy")
+
+
+def test_rl_rows_carry_their_own_target_and_the_originals_lookups(dataset):
+    rows = data.read_split_csv(dataset["train"])
+    seq = data.RLSeqTitle2SidDataset(str(dataset["train"]), category="toy store items")
+    first = seq[0]
+    assert first["completion"] == rows[0].item_sid + "\n" and first["task"] == "title_history_to_sid"
+    assert (first["target_sid"], first["target_item_id"], first["history_item_ids"]) == (
+        rows[0].item_sid, rows[0].item_id, list(rows[0].history_item_id))
+    assert seq.prompt2history[first["prompt"]] == "::".join(rows[0].history_item_title)
+    assert seq.history2target["::".join(rows[0].history_item_title)] is not None
+    items = data.RLTitle2SidDataset(str(dataset["item"]), str(dataset["index"]))
+    titles = [x for x in items if x["task"] == "title_to_sid"]
+    descriptions = [x for x in items if x["task"] == "description_to_sid"]
+    # the original's dicts: 12 distinct titles, 3 distinct descriptions (each kept at its first
+    # position, with the SID of its last item)
+    assert len(titles) == 12 and len(descriptions) == 3 and all(x["history_item_ids"] == [] for x in items)
+    index = data.read_index(dataset["index"])
+    assert descriptions[0]["target_sid"] == data.sid_string(index["9"]) and descriptions[0]["target_item_id"] == 9
+    assert descriptions[0]["completion"] == descriptions[0]["target_sid"] + "\n"
