@@ -426,8 +426,9 @@ def train(
     model, tokenizer = load_policy(model_path, catalogue.index, precision)
     with_titles = any(RL_TASK_SPECS[task][0] == "title" for task, _ in tasks)
     sid_trie, title_trie = build_catalogues(catalogue, info_file, tokenizer, with_titles)
-    logger.info("policy %s (%s), %s%s", model_path, model.dtype, sid_trie,
-                f", titles {title_trie}" if title_trie is not None else "")
+    logger.info("policy %s (%s), %s", model_path, model.dtype, sid_trie)
+    if title_trie is not None:
+        logger.info("title answers: %d distinct titles, up to %d tokens", len(title_trie), title_trie.depth)
 
     # --- data: the row's own target travels with its prompt -------------------------------------
     tries = {"sid": sid_trie, "title": title_trie}
