@@ -375,3 +375,14 @@ def test_build_datasets_sample_train_and_rl_tasks(checkpoint, tmp_path):
         rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, prompt_style="original")
     with pytest.raises(InputError, match="--sasrec_score"):
         rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, sasrec_score="rank")
+
+
+def test_test_during_training_on_a_test_file(checkpoint, tmp_path):
+    """--test_file: HR/NDCG of those rows every eval_step steps (the callback), not of each batch."""
+    root, paths = checkpoint
+    trainer = rl.train(**_rl_args(root, paths, tmp_path, test_file=str(paths["test"]), test_sample=4,
+                                  test_beam=6, eval_step=2, max_steps=4, save_steps=100))
+    tested = [h for h in trainer.state.log_history if "test/HR@5" in h]
+    assert [h["step"] for h in tested] == [2, 4]
+    assert all("test/HR@10" not in h and 0 <= h["test/NDCG@5"] <= h["test/HR@5"] <= 1 for h in tested)
+    assert not any("time/test_s_per_step" in h for h in trainer.state.log_history)  # no per-batch test
