@@ -22,6 +22,8 @@ import argparse
 import importlib.util
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,12 +31,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 import data  # noqa: E402
+import decoding  # noqa: E402
+import hardware  # noqa: E402
 from decoding import sid_beam_search  # noqa: E402
 from LogitProcessor import (  # noqa: E402
     ConstrainedLogitsProcessor,
@@ -124,10 +128,22 @@ def agreement(a, b, k=10):
     return {"users": n, f"identical_top{k}": same / n if n else None, f"mean_top{k}_overlap": overlap / n if n else None}
 
 
+def git(*args):
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
 def timed(fn):
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def matmul_peak(model, rows, seconds=1.0):
+    """The machine's fp32 matmul rate (GFLOP/s) at this model's shapes: F.linear of `rows` rows
+    through an MLP projection and through the LM head; the faster of the two."""
+    hidden = model.config.hidden_size
+    shapes = [(hidden, model.config.intermediate_size), (hidden, model.get_output_embeddings().weight.shape[0])]
+    return max(hardware.linear_gflops(torch.float32, rows, k, n, seconds=seconds) for k, n in shapes)
 
 
 def bench_model(name, model, tok, trie, prompts, args, baseline_users):
@@ -136,19 +152,53 @@ def bench_model(name, model, tok, trie, prompts, args, baseline_users):
     n_fast, n_base = len(prompts), min(baseline_users, len(prompts))
     res = {"model": name, "parameters": sum(p.numel() for p in model.parameters()), "num_beams": args.num_beams,
            "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts)}
+    prefix = decoding.SharedPrefix.of(model, prompts)
+    res["shared_prefix_tokens"] = prefix.length if prefix else 0
     print(f"\n== {name}: {res['parameters'] / 1e6:.1f}M parameters, {args.num_beams} beams, "
-          f"mean prompt {res['prompt_tokens_mean']:.0f} tokens", flush=True)
+          f"mean prompt {res['prompt_tokens_mean']:.0f} tokens ({res['shared_prefix_tokens']} shared)", flush=True)
     sid_beam_search(model, trie, prompts[:1], 2, tok.pad_token_id)  # warm-up
-    fast, t_fast = timed(lambda: sid_beam_search(model, trie, prompts, args.num_beams, tok.pad_token_id,
-                                                 batch_size=args.batch_size))
-    res["fast"] = {"users": n_fast, "batch_size": args.batch_size, "seconds": t_fast, "users_per_s": n_fast / t_fast}
-    print(f"fast          : {n_fast} users in {t_fast:7.1f} s  ({n_fast / t_fast:6.3f} users/s)", flush=True)
+
+    def run_fast():
+        return sid_beam_search(model, trie, prompts, args.num_beams, tok.pad_token_id, batch_size=args.batch_size)
+
+    counter = FlopCounterMode(display=False)  # FLOPs of matmuls and attention, counted on a separate run
+    with counter:
+        run_fast()
+    flops = counter.get_total_flops()
+    # interleaved: matmul peak, shared-prefix run, whole-prompt run, ... (the machine's speed drifts)
+    peaks, t_shared, t_whole = [], [], []
+    for _ in range(args.rounds):
+        peaks.append(matmul_peak(model, args.batch_size * args.num_beams))
+        fast, t = timed(run_fast)
+        t_shared.append(t)
+        decoding.SHARE_PREFIX = False
+        whole, t = timed(run_fast)
+        decoding.SHARE_PREFIX = True
+        t_whole.append(t)
+    peaks.append(matmul_peak(model, args.batch_size * args.num_beams))
+    t_fast, peak = statistics.median(t_shared), statistics.median(peaks)
+    res["fast"] = {"users": n_fast, "batch_size": args.batch_size, "seconds": t_fast, "users_per_s": n_fast / t_fast,
+                   "seconds_each_round": t_shared}
+    res["fast_whole_prompts"] = {"seconds": statistics.median(t_whole), "seconds_each_round": t_whole,
+                                 "shared_prefix_speedup": statistics.median(w / s for w, s in zip(t_whole, t_shared)),
+                                 "agreement_with_fast": agreement(fast.sids, whole.sids),
+                                 "max_abs_score_diff": float((fast.scores - whole.scores).abs().max())}
+    res["roofline"] = {"gflop_per_user": flops / n_fast / 1e9, "achieved_gflops": flops / t_fast / 1e9,
+                       "matmul_peak_gflops": peak, "matmul_peak_each_round": peaks,
+                       "fraction_of_peak": flops / t_fast / 1e9 / peak, "threads": torch.get_num_threads(),
+                       "flops_counted_by": "torch.utils.flop_counter.FlopCounterMode (matmuls + attention)",
+                       "peak_measured_by": "hardware.linear_gflops, fp32 F.linear at the model's MLP and LM-head "
+                                           "shapes, batch_size x num_beams rows, between the timed runs"}
+    print(f"fast          : {n_fast} users in {t_fast:7.1f} s  ({n_fast / t_fast:6.3f} users/s); "
+          f"{res['roofline']['gflop_per_user']:.1f} GFLOP/user at {res['roofline']['achieved_gflops']:.1f} GFLOP/s = "
+          f"{res['roofline']['fraction_of_peak']:.0%} of the measured matmul peak {peak:.1f}; whole prompts "
+          f"{res['fast_whole_prompts']['shared_prefix_speedup']:.2f}x slower", flush=True)
     assert all(len(set(r)) == len(r) == min(args.num_beams, len(trie)) and set(r) <= sids_set for r in fast.sids)
 
     prefix_index = len(tok("### Response:\n")["input_ids"])
     hash_dict = documents_hash_dict(tok, trie.sids, prefix_index)
     base_prompts = prompts[:n_base]
-    for kind in ("hf_vectorised", "documents"):
+    for kind in args.baselines.split(","):
         out, t = timed(lambda: run_hf(model, tok, trie, base_prompts, args.num_beams, args.baseline_batch_size,
                                       kind, hash_dict, prefix_index))
         invalid = sum(s not in sids_set for row in out for s in row)
@@ -186,6 +236,10 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=8, help="prompts per batch, fast path")
     p.add_argument("--baseline_batch_size", type=int, default=4, help="prompts per batch, HF generate")
     p.add_argument("--agreement_users", type=int, default=100, help="users for the tiny-model agreement figure")
+    p.add_argument("--baselines", default="hf_vectorised,documents",
+                   help="HF generate methods to compare with, comma-separated: hf_vectorised, documents")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="interleaved rounds of (matmul peak, fast run, fast run on whole prompts)")
     p.add_argument("--tiny_only", action="store_true")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for every method (default 1: what each of the 2 torchrun workers of "
@@ -210,12 +264,16 @@ def main(argv=None):
     tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     trie = SidTrie.from_info_file(OFFICE / "info.txt", tok)
-    ds = data.EvalSidDataset(train_file=OFFICE / "test.csv", tokenizer=tok, max_len=2048, category="Office_Products")
-    args.all_prompts = [ds[i]["prompt_ids"] for i in range(len(ds))]
+    ds = data.EvalSidDataset(train_file=OFFICE / "test.csv", tokenizer=tok, max_len=2560, test=True,
+                             category=data.category_phrase("Office_Products"))
+    args.all_prompts = [ds[i]["input_ids"] for i in range(len(ds))]
     prompts = args.all_prompts[: args.users]
     report = {
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(), "loadavg_start": os.getloadavg()},
+                    "python": platform.python_version(), "loadavg_start": os.getloadavg(), **hardware.describe(),
+                    "note": "2 shared cores: other jobs run concurrently, timings are noisy"},
+        "code": {"head": git("rev-parse", "--short", "HEAD"),
+                 "dirty_files": [line for line in git("status", "--porcelain").splitlines() if line]},
         "data": {"catalogue_sids": len(trie), "trie_depth": trie.depth, "test_rows": len(ds),
                  "users": len(prompts)},
         "models": [],

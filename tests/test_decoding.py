@@ -229,6 +229,42 @@ def test_tree_attention_equals_expanded_cache(monkeypatch, attn):
     _assert_same_ranking(hf_beam_search(model, trie, prompts, 5, tok.pad_token_id, batch_size=4), tree)
 
 
+@pytest.mark.parametrize("arch,attn,tree", [("llama", "sdpa", True), ("qwen2", "eager", True), ("llama", "sdpa", False)],
+                         ids=["llama-sdpa-tree", "qwen2-eager-tree", "llama-expanded"])
+def test_shared_prefix_equals_whole_prompts(monkeypatch, arch, attn, tree):
+    """The prompts' common prefix encoded once per call (then copied per batch) gives the scores
+    and rankings of encoding every whole prompt, for beam search and sampling."""
+    tok = tiny.tokenizer_with_sids("sentencepiece_bos", VARIABLE_INDEX)
+    trie = SidTrie.from_index(VARIABLE_INDEX, tok)
+    prompts = _prompts(tok, 4)
+    model = tiny.make_model(tok, arch=arch, seed=4)
+    model.set_attn_implementation(attn)
+    monkeypatch.setattr(decoding, "TREE_ATTENTION", tree)
+    prefix = decoding.SharedPrefix.of(model, prompts)
+    common = 0
+    while all(p[common] == prompts[0][common] for p in prompts):
+        common += 1
+    assert prefix is not None and prefix.length == common >= decoding.MIN_SHARED_PREFIX
+    one = decoding.SharedPrefix.of(model, prompts[:1])  # a single prompt keeps its last token to encode
+    assert one.length == len(prompts[0]) - 1
+
+    def run():
+        beams = sid_beam_search(model, trie, prompts, 6, tok.pad_token_id, batch_size=3)
+        drawn = constrained_sample(model, trie, prompts, 4, 1.0, tok.pad_token_id, batch_size=3,
+                                   generator=torch.Generator().manual_seed(3))
+        return beams, drawn
+
+    shared_beams, shared_drawn = run()
+    monkeypatch.setattr(decoding, "SHARE_PREFIX", False)
+    assert decoding.SharedPrefix.of(model, prompts) is None
+    whole_beams, whole_drawn = run()
+    _assert_same_ranking(shared_beams, whole_beams, atol=1e-5)
+    assert shared_drawn.sids == whole_drawn.sids
+    assert torch.allclose(shared_drawn.scores, whole_drawn.scores, atol=1e-5)
+    assert torch.allclose(shared_beams.scores, score_completions(model, trie, prompts).gather(1, shared_beams.item_index),
+                          atol=1e-4)
+
+
 def test_chunked_head_path_equals_full_forward(monkeypatch):
     """The fast path projects final hidden states onto the vocabulary in chunks when the model's
     logits are exactly head(base(...)); the plain full-forward path gives the same answers."""
@@ -375,8 +411,9 @@ def test_office_catalogue_with_smollm2_tokenizer(smollm2_base):
     trie = SidTrie.from_info_file(office / "info.txt", tok)
     assert len(trie) == len({s for s, _, _ in data.read_info(office / "info.txt")})
     assert trie.depth == 5  # three levels, "\n", EOS
-    ds = data.EvalSidDataset(train_file=office / "test.csv", tokenizer=tok, max_len=2048, category="Office_Products")
-    prompts = [ds[i]["prompt_ids"] for i in range(3)]
+    ds = data.EvalSidDataset(train_file=office / "test.csv", tokenizer=tok, max_len=2560, test=True,
+                             category=data.category_phrase("Office_Products"))
+    prompts = [ds[i]["input_ids"] for i in range(3)]
     model = tiny.make_model(tok, seed=5)
     hf = hf_beam_search(model, trie, prompts, 10, tok.pad_token_id, batch_size=3)
     fast = sid_beam_search(model, trie, prompts, 10, tok.pad_token_id, batch_size=3)
