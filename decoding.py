@@ -1,6 +1,7 @@
 """The fast constrained decoder used by evaluation and the RL rollouts.
 
-- `sid_beam_search`: encodes each prompt once and shares its KV cache across the beams: the beams'
+- `sid_beam_search`: encodes the prompts' common prefix (the instruction template) once per call
+  and each prompt's own tokens once, and shares the prompt's KV cache across the beams: the beams'
   tokens sit side by side in the prompt's cache row under a 4D attention mask (nothing is copied
   per beam or per reorder; models whose attention cannot take such a mask expand the cache to one
   row per beam instead). Each step scores only the allowed tokens (top-k over beams x children);
@@ -21,7 +22,9 @@ the model's log-softmax over the whole vocabulary (no renormalisation over allow
 
 from __future__ import annotations
 
+import copy
 import inspect
+import os
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +86,42 @@ def forward_kwargs(model):
     return {"logits_to_keep": True} if "logits_to_keep" in params else {}
 
 
+MIN_SHARED_PREFIX = 8  # tokens: a shorter common prefix is not worth its own forward call
+SHARE_PREFIX = True  # tests switch it off to check the shared-prefix path against plain prompts
+
+
+class SharedPrefix:
+    """The leading tokens common to all prompts of a call (the instruction template: about 70% of
+    an evaluation prompt), encoded once; each batch starts from a copy of their KV cache and
+    encodes only its prompts' own tokens. Causal attention makes the prefix's keys/values
+    independent of what follows, so scores are those of the whole prompts (to float rounding)."""
+
+    def __init__(self, length, cache):
+        self.length, self.cache = length, cache
+
+    @classmethod
+    @torch.inference_mode()
+    def of(cls, model, prompt_ids, split=None):
+        """The prompts' shared prefix (at least one own token left per prompt), or None when it is
+        shorter than MIN_SHARED_PREFIX or the model's cache is not a plain DynamicCache."""
+        if not SHARE_PREFIX:
+            return None
+        common = os.path.commonprefix([[int(t) for t in p] for p in prompt_ids])
+        length = min(len(common), min(len(p) for p in prompt_ids) - 1)
+        if length < MIN_SHARED_PREFIX:
+            return None
+        device = next(model.parameters()).device
+        runner = model if split is None else split[0]
+        cache = runner(input_ids=torch.tensor([common[:length]], device=device), use_cache=True).past_key_values
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(type(x) is DynamicLayer for x in layers):
+            return None
+        return cls(length, cache)
+
+    def cache_for(self, rows):
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
 
 
 HEAD_CHUNK_BYTES = 24 << 20  # LM-head output per chunk: reused heap memory, no page faults
@@ -197,18 +236,25 @@ class Decoder:
       `_BeamLayer` buffers with room for the completion) and reordered by beam origin.
     """
 
-    def __init__(self, model, prompt_ids, pad_token_id, split=None, room=8):
+    def __init__(self, model, prompt_ids, pad_token_id, split=None, room=8, prefix: SharedPrefix | None = None):
         self.model = model
         self.split = split
         self.room = room
         self.device = next(model.parameters()).device
         self.keep = bool(forward_kwargs(model))
-        ids, self.attn, pos = left_pad(prompt_ids, pad_token_id, self.device)
+        cache = None
+        if prefix is not None:  # [shared prefix][left padding][own tokens]: pads masked, positions continue
+            ids, own_attn, pos = left_pad([p[prefix.length:] for p in prompt_ids], pad_token_id, self.device)
+            self.attn = torch.cat([own_attn.new_ones(len(prompt_ids), prefix.length), own_attn], dim=1)
+            pos = pos + prefix.length
+            cache = prefix.cache_for(len(prompt_ids))
+        else:
+            ids, self.attn, pos = left_pad(prompt_ids, pad_token_id, self.device)
         self.n_prompts = len(prompt_ids)
         self.last_pos = pos[:, -1]
-        self.prompt_width = ids.shape[1]
+        self.prompt_width = self.attn.shape[1]
         self.group = torch.arange(len(prompt_ids), device=self.device)  # prompt of each row
-        self.first = self._wrap(self._forward(ids, pos, None, 1, self.attn), True)
+        self.first = self._wrap(self._forward(ids, pos, cache, 1, self.attn), True)
         impl = getattr(model.config, "_attn_implementation", None)
         layers = getattr(self.cache, "layers", None)
         self.tree = bool(TREE_ATTENTION and impl in ("sdpa", "eager") and layers
@@ -301,9 +347,10 @@ def _forced_tail(trie: SidTrie, decoder: Decoder, nodes, depth, fed_tokens, aliv
 
 
 @torch.inference_mode()
-def _beam_search_batch(model, trie: SidTrie, prompt_ids, num_beams, pad_token_id, length_penalty, split=None):
+def _beam_search_batch(model, trie: SidTrie, prompt_ids, num_beams, pad_token_id, length_penalty, split=None,
+                       prefix=None):
     trie = trie._to(next(model.parameters()).device)
-    dec = Decoder(model, prompt_ids, pad_token_id, split, room=trie.depth)
+    dec = Decoder(model, prompt_ids, pad_token_id, split, room=trie.depth, prefix=prefix)
     device = dec.device
     b = len(prompt_ids)
     k_final = min(num_beams, len(trie.sids))
@@ -391,9 +438,10 @@ def sid_beam_search(model, trie: SidTrie, prompt_ids, num_beams: int, pad_token_
     bar = _progress(len(prompt_ids), progress)
     try:
         split = split_head(model, prompt_ids[0])
+        prefix = SharedPrefix.of(model, prompt_ids, split)
         for batch in batches:
             it, sc = _beam_search_batch(model, trie, [prompt_ids[i] for i in batch], num_beams,
-                                        pad_token_id, length_penalty, split)
+                                        pad_token_id, length_penalty, split, prefix)
             items[batch], scores[batch] = it.cpu(), sc.float().cpu()
             bar.update(len(batch))
     finally:
@@ -427,9 +475,10 @@ class _progress:
 
 
 @torch.inference_mode()
-def _sample_batch(model, trie, prompt_ids, num_samples, temperature, pad_token_id, generator, split=None):
+def _sample_batch(model, trie, prompt_ids, num_samples, temperature, pad_token_id, generator, split=None,
+                  prefix=None):
     trie = trie._to(next(model.parameters()).device)
-    dec = Decoder(model, prompt_ids, pad_token_id, split, room=trie.depth)
+    dec = Decoder(model, prompt_ids, pad_token_id, split, room=trie.depth, prefix=prefix)
     device = dec.device
     b = len(prompt_ids)
     n = b * num_samples
@@ -481,10 +530,11 @@ def constrained_sample(model, trie: SidTrie, prompt_ids, num_samples: int, tempe
     scores = torch.empty(len(prompt_ids), num_samples)
     try:
         split = split_head(model, prompt_ids[0])
+        prefix = SharedPrefix.of(model, prompt_ids, split)
         for start in range(0, len(prompt_ids), batch_size):
             batch = list(range(start, min(start + batch_size, len(prompt_ids))))
             it, sc = _sample_batch(model, trie, [prompt_ids[i] for i in batch], num_samples,
-                                   float(temperature), pad_token_id, generator, split)
+                                   float(temperature), pad_token_id, generator, split, prefix)
             items[batch], scores[batch] = it.cpu(), sc.float().cpu()
     finally:
         model.train(was_training)
