@@ -378,3 +378,17 @@ def test_minilm_puts_similar_texts_together():
                                   normalize=True)
     assert emb.shape == (3, 384)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+def test_a_decoder_only_model_embeds_with_last_token_pooling_in_bf16(tmp_path):
+    from tests import tiny
+
+    tokenizer = tiny.make_tokenizer("gpt2_bpe", extra_texts=["topic item unknown"])
+    tiny.make_model(tokenizer, arch="qwen2").save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    texts = ["topic 1 item 2", "topic 3", "item item item item"]
+    full = embeddings.encode_texts(texts, tmp_path, "last", dtype="float32")
+    half = embeddings.encode_texts(texts, tmp_path, "last", dtype="bfloat16")
+    assert full.shape == (3, 32) and half.dtype == np.float32
+    cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosine.min() > 0.99 and not np.allclose(full[0], full[1])
