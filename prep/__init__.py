@@ -9,6 +9,6 @@ CSVs, info.txt), and the chunking of test files for parallel evaluation.
   convert       `.inter` + index.json + item.json -> split CSVs + info.txt
   shards        split a test CSV into per-process chunks and merge their predictions
 
-The command lines are thin entry points with the original's names: data/amazon18_data_process.py,
-data/prepare_ml100k.py, convert_dataset.py, split.py, merge.py.
+The command lines are thin entry points: data/amazon18_data_process.py, convert_dataset.py, split.py
+and merge.py (the original's names and flags), and data/prepare_ml100k.py.
 """

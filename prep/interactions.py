@@ -5,7 +5,7 @@ The recipe is the one of the original's `data/amazon18_data_process.py`, whateve
   2. iterated k-core filter (users and items with at least k interactions, repeated until stable);
   3. users numbered 0.. in order of first appearance in the source; items numbered 0.. in order of
      first appearance walking the users in that order, each user's interactions chronologically
-     (the original's numbering, so its published index.json files fit the items prepared here);
+     (the original's numbering, which its published index.json files are keyed by);
   4. per user, interactions in chronological order (ties: source order); sliding windows: target
      i_t with history i_max(0,t-10)..i_{t-1}, for t >= 1;
   5. one global chronological 8:1:1 split of all windows by target timestamp
@@ -116,7 +116,7 @@ def sliding_windows(log: pd.DataFrame, max_history: int = 10) -> pd.DataFrame:
 
 def chronological_split(windows: pd.DataFrame, ratios=(0.8, 0.1, 0.1)) -> dict[str, pd.DataFrame]:
     """One global cut of all windows sorted by target timestamp (ties: user, then position):
-    the first 80% train, the next 10% valid, the last 10% test (the documents' int() cut points)."""
+    the first 80% train, the next 10% valid, the last 10% test (the original's int() cut points)."""
     ordered = windows.sort_values(["timestamp", "user_index", "position"], kind="stable").reset_index(drop=True)
     n = len(ordered)
     train_end = int(n * ratios[0])

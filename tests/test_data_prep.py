@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import os
+import random
 import subprocess
 import sys
 import zipfile
@@ -23,6 +25,7 @@ from prep.layout import SPLITS, DatasetFiles, SplitFiles
 from runtime import InputError
 
 REPO = Path(__file__).resolve().parents[1]
+UPSTREAM = REPO.parent / "shared" / "upstream"
 
 
 def entry_point(script):
@@ -269,6 +272,7 @@ def write_amazon_fixture(folder, reviews_name="Office.json.gz"):
              "description": [f"<b>Great</b> pen {i}.", "Writes well."], "category": ["Office Products", "Pens"]}
             for i in range(5)]
     meta.append({"asin": "B5", "title": " ".join(["word"] * 21), "description": []})  # title too long
+    random.Random(0).shuffle(reviews)  # file order is neither user nor time order (the numbering depends on it)
     reviews_path, meta_path = Path(folder) / reviews_name, Path(folder) / "meta_Office.json"
     text = "".join(json.dumps(r) + "\n" for r in reviews)
     if reviews_name.endswith(".gz"):
@@ -349,8 +353,6 @@ def test_amazon18_review_without_timestamp_is_an_error(tmp_path):
     assert err.value.line == 2
 
 
-UPSTREAM = REPO.parent / "shared" / "upstream"
-
 
 @pytest.mark.skipif(not (UPSTREAM / "convert_dataset.py").is_file(), reason="../shared/upstream (the original) is absent")
 def test_convert_dataset_matches_the_original_script_row_for_row(tmp_path):
@@ -428,3 +430,23 @@ def test_merge_names_a_truncated_chunk(tmp_path):
     with pytest.raises(InputError, match="1.json: predictions chunk not found"):
         shards.merge_predictions(tmp_path, tmp_path / "out.json", ["1"])
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.skipif(not (UPSTREAM / "data" / "amazon18_data_process.py").is_file(),
+                    reason="../shared/upstream (the original) is absent")
+def test_amazon18_data_process_matches_the_original_script(tmp_path):
+    """The original amazon18_data_process.py and ours, same command line and raw files: the same
+    split files line for line, the same item and user numbering, the same titles."""
+    reviews_path, meta_path = write_amazon_fixture(tmp_path, reviews_name="Office.json")
+    flags = ["--dataset", "Office", "--reviews_file", str(reviews_path), "--metadata_file", str(meta_path), *WINDOW_2017]
+    env = {**os.environ, "TZ": "UTC"}  # the original's month starts are local time
+    subprocess.run([sys.executable, str(UPSTREAM / "data" / "amazon18_data_process.py"), *flags,
+                    "--output_path", str(tmp_path / "theirs")], check=True, capture_output=True, env=env, timeout=300)
+    amazon18_data_process.main([*flags, "--output_path", str(tmp_path / "ours")])
+    theirs, ours = DatasetFiles(tmp_path / "theirs" / "Office", "Office"), DatasetFiles(tmp_path / "ours" / "Office", "Office")
+    for kind in ("train.inter", "valid.inter", "test.inter", "item2id", "user2id"):
+        assert ours.path(kind).read_text() == theirs.path(kind).read_text(), kind
+    assert json.loads(ours.path("inter.json").read_text()) == json.loads(theirs.path("inter.json").read_text())
+    their_items = json.loads(theirs.path("item.json").read_text())
+    assert {i: f["title"] for i, f in data.read_item_meta(ours.path("item.json")).items()} == {
+        i: f["title"] for i, f in their_items.items()}
