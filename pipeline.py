@@ -173,12 +173,12 @@ class Pipeline:
         return out
 
 
-def git_commit() -> str:
-    """The commit the code ran at (+ '-dirty' when tracked files differ from it)."""
+def git_state() -> tuple[str, list[str]]:
+    """The commit the code ran at (+ '-dirty' when tracked files differ from it), and those files."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return (git("rev-parse", "HEAD").strip() or "unknown") + ("-dirty" if changed else ""), changed
 
 
 def build_parser():
@@ -222,6 +222,7 @@ def build_parser():
 def run(argv=None) -> Path:
     """Run the pipeline; returns the report folder (results.md, results.json, PNGs)."""
     args = build_parser().parse_args(argv)
+    commit, changed_files = git_state()  # the code as the run starts
     profile = apply_overrides(load_profile(args.profile), args.overrides)
     if args.seed is not None:
         for section in ("sasrec", "sft", "rl"):
@@ -345,7 +346,7 @@ def run(argv=None) -> Path:
         outputs["eval_rl_dir"] = str(pipe.stage("eval_rl", evaluate(rl / "final_checkpoint")))
 
     record = {"run": run_name, "command": ["pipeline.py", *(argv if argv is not None else sys.argv[1:])],
-              "commit": git_commit(), "profile": profile, "dataset": files, "category": category,
+              "commit": commit, "changed_files": changed_files, "profile": profile, "dataset": files, "category": category,
               "outputs": outputs, "stages": pipe.stages}
     run_dir.mkdir(parents=True, exist_ok=True)
     data.write_json(record, run_dir / "run.json", indent=2)

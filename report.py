@@ -194,7 +194,8 @@ def write_report(run_json, out_dir) -> dict:
     ]
     with data.atomic_write(out_dir / "results.md") as f:
         f.write("\n".join(lines))
-    summary = {"run": run["run"], "command": run["command"], "commit": run["commit"], "profile": run["profile"],
+    summary = {"run": run["run"], "command": run["command"], "commit": run["commit"],
+               "changed_files": run.get("changed_files", []), "profile": run["profile"],
                "category": run["category"], "models": models, "ks": ks, "rl_vs_sft": rl_vs_sft,
                "timings_s": timings, "total_s": sum(timings.values()), "plots": plots}
     data.write_json(summary, out_dir / "results.json", indent=2)

@@ -141,7 +141,8 @@ def tiny_setup(root):
         "rl": {"train_batch_size": 8, "eval_batch_size": 8, "num_generations": 4, "max_steps": 2,
                "learning_rate": 0.001, "beta": 0.0, "beam_search": True, "reward_type": "rule",
                "add_gt": True, "dynamic_sampling": False, "test_during_training": False, "eval_step": 1000000,
-               "eval_sample": 8, "save_steps": 100, "cutoff_len": 256, "seed": 42, "seq_title_sample": 8},
+               "eval_sample": 8, "save_steps": 100, "cutoff_len": 256, "seed": 42,
+               "rl_tasks": "sid_history_to_sid,title_description_to_sid,title_history_to_sid:8"},
     }
     (root / "tiny.json").write_text(json.dumps(profile))
     return paths
@@ -160,12 +161,21 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     assert set(summary["rl_vs_sft"]) == {"HR@10", "NDCG@10"}
     assert summary["profile"]["name"] == "tiny" and summary["commit"]
     assert "SFT+RL minus SFT" in (report_dir / "results.md").read_text()
-    run = json.loads((tmp_path / "runs" / "Toy_Store-tiny" / "run.json").read_text())
+    run = first_run = json.loads((tmp_path / "runs" / "Toy_Store-tiny" / "run.json").read_text())
     # the given index is used as it is: no data/SID stages; the test sample is a stage
     assert list(run["stages"]) == ["test_sample", "sasrec", "sft", "eval_sft", "rl", "eval_rl"]
     assert run["dataset"]["index.json"] == str(tmp_path / "data" / "index.json")
 
     # an RL override reuses every stage before RL
-    report_dir = pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
+    pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
     run = json.loads((tmp_path / "runs" / "other" / "run.json").read_text())
     assert [name for name, stage in run["stages"].items() if not stage["reused"]] == ["rl", "eval_rl"]
+
+    # the same command again from scratch (one process): the same predictions, bit for bit
+    again = pipeline.run([*argv[:argv.index("--runs_dir")], "--runs_dir", str(tmp_path / "runs2"),
+                          "--results_dir", str(tmp_path / "results2"), "--nproc", "1"])
+    rerun = json.loads((tmp_path / "runs2" / "Toy_Store-tiny" / "run.json").read_text())
+    for key in ("eval_sft_dir", "eval_rl_dir"):
+        first = (Path(first_run["outputs"][key]) / "predictions.json").read_bytes()
+        assert (Path(rerun["outputs"][key]) / "predictions.json").read_bytes() == first
+    assert json.loads((again / "results.json").read_text())["models"] == summary["models"]
