@@ -193,3 +193,25 @@ def test_bad_result_path_and_unreachable_targets_fail_before_decoding(checkpoint
     assert evaluate.main(bad_args + ["--result_json_data", str(tmp_path / "r.json"),
                                      "--allow_unreachable_targets", "True"]) == 0
     assert len(json.loads((tmp_path / "r.json").read_text())) == len(rows)
+
+
+UPSTREAM = REPO.parent / "shared" / "upstream"
+
+
+@pytest.mark.skipif(not (UPSTREAM / "evaluate.py").is_file(), reason="/work/shared/upstream (the original) is absent")
+def test_every_flag_of_the_original_evaluate_py_and_sh_with_its_default():
+    import ast
+    import re
+
+    tree = ast.parse((UPSTREAM / "evaluate.py").read_text())
+    original = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main").args
+    defaults = {a.arg: ast.literal_eval(d) for a, d in zip(original.args[-len(original.defaults):], original.defaults)}
+    parser = evaluate.build_parser()
+    ours = {a.dest: a for a in parser._actions}
+    for name, default in defaults.items():
+        assert name in ours, name
+        if not ours[name].required:
+            assert ours[name].default == default, name
+    sh_flags = set(re.findall(r"--(\w+)", (UPSTREAM / "evaluate.sh").read_text().split("evaluate.py", 1)[1]
+                              .split("&", 1)[0]))
+    assert sh_flags and sh_flags <= set(ours), sh_flags - set(ours)

@@ -59,6 +59,7 @@ def test_loss_falls_and_checkpoint_reloads_with_same_logits(workspace, tmp_path)
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, trained(ids).logits)
     assert "quantization_config" not in json.loads((final / "config.json").read_text())
+    assert (tmp_path / "out" / "model.safetensors").exists()  # trainer.save_model(output_dir), as the original
 
 
 def test_new_sid_rows_start_at_the_scale_of_existing_rows(workspace):
@@ -197,3 +198,44 @@ def test_task_mix_flag():
         sft.parse_tasks("sid_history_to_sid,sid_title:0", -1)
     with pytest.raises(InputError, match="--sample 0 selects no rows"):
         sft.parse_tasks("", 0)
+
+
+UPSTREAM_SFT = tiny.REPO.parent / "shared" / "upstream" / "sft.py"
+
+
+@pytest.mark.skipif(not UPSTREAM_SFT.is_file(), reason="/work/shared/upstream (the original) is absent")
+def test_every_flag_of_the_original_sft_py_with_its_default():
+    import ast
+    import inspect
+
+    tree = ast.parse(UPSTREAM_SFT.read_text())
+    original = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train").args
+    defaults = {a.arg: ast.literal_eval(d) for a, d in zip(original.args[-len(original.defaults):], original.defaults)}
+    ours = inspect.signature(sft.train).parameters
+    for name, default in defaults.items():
+        assert name in ours and ours[name].default == default, name
+
+
+def test_the_original_recipe_is_the_default():
+    args = sft.build_training_arguments("unused_out", micro_batch_size=4, gradient_accumulation_steps=32,
+                                        num_epochs=10, learning_rate=3e-4, bf16=False, seed=42)
+    assert (args.warmup_steps, args.lr_scheduler_type) == (20, "linear")
+    assert args.eval_steps == args.save_steps == 0.05 and args.save_total_limit == 1
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert args.logging_steps == 1 and args.per_device_eval_batch_size == args.per_device_train_batch_size == 4
+    assert args.optim == "adamw_torch" and args.weight_decay == 0.0
+    cosine = sft.build_training_arguments("unused_out", 4, 32, 10, 3e-4, False, 42, lr_scheduler_type="cosine",
+                                          warmup_ratio=0.03)
+    assert (cosine.lr_scheduler_type, cosine.warmup_steps) == ("cosine", 0.03)
+
+
+def test_sample_applies_to_every_task_and_to_validation(workspace, tmp_path):
+    root, paths = workspace
+    trainer = sft.train(**_args(root, paths, tmp_path / "out", sample=10, max_steps=1))
+    assert len(trainer.eval_dataset) == 10  # the original samples its val set with --sample too
+    assert len(trainer.train_dataset) == 5 * 10
+    unified = sft.train(**_args(root, paths, tmp_path / "unified", sample=10, max_steps=1, prompt_style="unified",
+                                tasks="sid_history_to_sid"))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "unified" / "final_checkpoint")
+    text = tok.decode(unified.train_dataset[0]["input_ids"])
+    assert "toy store items in chronological order" in text and len(unified.train_dataset) == 10
