@@ -308,9 +308,9 @@ def load_sasrec_checkpoint(path, device="cpu"):
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises several types (pickle, zip, runtime) for a non-checkpoint
+    except Exception:  # torch raises several types (pickle, zip, key, runtime) for a non-checkpoint
         raise InputError(
-            f"{path}: not a SASRec checkpoint ({type(error).__name__}); expected a sasrec.py checkpoint "
+            f"{path}: not a SASRec checkpoint (torch cannot read it); expected a sasrec.py checkpoint "
             "or the state dict the original MiniOneRec sasrec.py saves"
         ) from None
     if is_original_sasrec_state_dict(checkpoint):
