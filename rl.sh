@@ -4,7 +4,8 @@
 #   GPUs:  NPROC=8 bash rl.sh              (accelerate + DeepSpeed ZeRO-2, config/zero2_opt.yaml)
 #   CPU:   NPROC=2 bash rl.sh              (no GPU found, or CPU=1: torchrun, processes over gloo;
 #                                          accelerate's own CPU launcher needs MPI, torchrun does not)
-# Every variable below can be overridden from the environment; extra arguments go to rl.py.
+# Every variable below can be overridden from the environment; extra arguments go to rl.py
+# (one that the script also sets replaces the script's value, e.g. bash rl.sh --output_dir DIR).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/dataset_files.sh
@@ -44,7 +45,7 @@ fi
 for category in $CATEGORIES; do
     dataset_files "$DATA_ROOT" "$category" train eval test info index item
     echo "== RL $category: $train_file, $NPROC process(es)"
-    "${LAUNCH[@]}" rl.py \
+    merge_flags \
         --model_path "$SFT_ROOT/$category/final_checkpoint" \
         --train_file "$train_file" \
         --eval_file "$eval_file" \
@@ -74,5 +75,6 @@ for category in $CATEGORIES; do
         --dapo False \
         --wandb_project "$WANDB_PROJECT" \
         --wandb_run_name "rl-$category" \
-        "$@"
+        -- "$@"
+    "${LAUNCH[@]}" rl.py "${MERGED[@]}"
 done

@@ -4,7 +4,8 @@
 # ours (DATA_ROOT/<category>/train.csv, valid.csv, index.json, item.json).
 #   GPUs:  NPROC=8 BASE_MODEL=/models/Qwen2.5-1.5B bash sft.sh          (torchrun + DeepSpeed ZeRO-2)
 #   CPU:   NPROC=2 BASE_MODEL=... bash sft.sh       (no GPU found, or CPU=1: torchrun with the gloo backend)
-# Every variable below can be overridden from the environment; extra arguments go to sft.py.
+# Every variable below can be overridden from the environment; extra arguments go to sft.py
+# (one that the script also sets replaces the script's value, e.g. bash sft.sh --output_dir DIR).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/dataset_files.sh
@@ -42,7 +43,7 @@ fi
 for category in $CATEGORIES; do
     dataset_files "$DATA_ROOT" "$category" train eval index item
     echo "== SFT $category: $train_file / $eval_file, $NPROC process(es)"
-    "$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" --nproc_per_node "$NPROC" sft.py \
+    merge_flags \
         --base_model "$BASE_MODEL" \
         --train_file "$train_file" \
         --eval_file "$eval_file" \
@@ -61,5 +62,6 @@ for category in $CATEGORIES; do
         --wandb_project "$WANDB_PROJECT" \
         --wandb_run_name "sft-$category" \
         --deepspeed "$DEEPSPEED" \
-        "$@"
+        -- "$@"
+    "$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" --nproc_per_node "$NPROC" sft.py "${MERGED[@]}"
 done

@@ -69,3 +69,26 @@ dataset_files() {
 gpu_count() {
     (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true
 }
+
+# The script's own "--flag value" pairs, then the caller's arguments, without the pairs whose flag
+# the caller gives (sft.py / rl.py refuse a repeated flag): `bash sft.sh --base_model M` overrides
+# BASE_MODEL as the original's README writes it. Usage: merge_flags OWN_PAIRS... -- "$@"; the
+# result is the array MERGED.
+merge_flags() {
+    local -a own=()
+    while [[ $# -gt 0 && "$1" != "--" ]]; do
+        own+=("$1")
+        shift
+    done
+    [[ $# -gt 0 ]] && shift
+    MERGED=()
+    local i word given
+    for ((i = 0; i < ${#own[@]}; i += 2)); do
+        given=0
+        for word in "$@"; do
+            [[ "$word" == "${own[i]}" || "$word" == "${own[i]}="* ]] && given=1
+        done
+        [[ $given = 1 ]] || MERGED+=("${own[i]}" "${own[i + 1]}")
+    done
+    MERGED+=("$@")
+}

@@ -207,9 +207,11 @@ def test_our_scripts_run_on_the_original_layout(workspace, tmp_path):
     root, files = workspace
     out = tmp_path / "output"
     env = script_env(DATA_ROOT=str(root / "data" / "Amazon"), CPU="1", NPROC="1")
-    proc, log = run_script(REPO / "sft.sh", REPO, {**env, "BASE_MODEL": str(root / "base_model"),
-                           "OUTPUT_ROOT": str(out / "sft"), "NUM_EPOCHS": "1", "BATCH_SIZE": "8",
-                           "MICRO_BATCH_SIZE": "4"}, "--max_steps", "2")
+    # settings through the environment, or as flags that replace the script's own (the original
+    # README's `bash sft.sh --base_model ...`)
+    proc, log = run_script(REPO / "sft.sh", REPO, {**env, "OUTPUT_ROOT": str(out / "sft"), "BATCH_SIZE": "8",
+                           "MICRO_BATCH_SIZE": "4"}, "--base_model", str(root / "base_model"), "--num_epochs", "1",
+                           "--max_steps", "2")
     assert proc.returncode == 0, log
     assert f"== SFT {CATEGORY}: {files.csv('train')}" in proc.stdout, log
     sft_checkpoint = out / "sft" / CATEGORY / "final_checkpoint"
@@ -217,7 +219,7 @@ def test_our_scripts_run_on_the_original_layout(workspace, tmp_path):
 
     proc, log = run_script(REPO / "rl.sh", REPO, {**env, "SFT_ROOT": str(out / "sft"), "OUTPUT_ROOT": str(out / "rl"),
                            "TRAIN_BATCH_SIZE": "4", "EVAL_BATCH_SIZE": "4", "NUM_GENERATIONS": "4",
-                           "GRADIENT_ACCUMULATION_STEPS": "1", "NUM_TRAIN_EPOCHS": "1"}, "--max_steps", "2")
+                           "GRADIENT_ACCUMULATION_STEPS": "1"}, "--num_train_epochs=1", "--max_steps", "2")
     assert proc.returncode == 0, log
     rl_checkpoint = out / "rl" / CATEGORY / "final_checkpoint"
     assert (rl_checkpoint / "config.json").is_file(), log
