@@ -228,6 +228,32 @@ def smollm2_folder():
     return folder if os.path.isfile(os.path.join(folder, GGUF)) else None
 
 
+def office_tokenizer_trie_and_test_set(folder):
+    """The SmolLM2 tokenizer with the Office SID tokens, the Office SID trie and test prompts."""
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    index = data.read_index(OFFICE / "index.json")
+    vocab = tok.get_vocab()
+    tok.add_tokens([t for t in data.sid_tokens_of_index(index) if t not in vocab])
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    trie = SidTrie.from_info_file(OFFICE / "info.txt", tok)
+    ds = data.EvalSidDataset(train_file=OFFICE / "test.csv", tokenizer=tok, max_len=2560, test=True,
+                             category=data.category_phrase("Office_Products"))
+    return tok, trie, ds
+
+
+def load_smollm2_with_sids(folder, tok):
+    """SmolLM2-135M (fp32, de-quantised GGUF) with embedding rows for `tok`'s added SID tokens."""
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    with torch.no_grad():  # random SID rows at the scale of the others (tied output embeddings):
+        emb = model.get_input_embeddings().weight  # mean-resized rows are near-identical, so every
+        gen = torch.Generator().manual_seed(0)  # item would score within float noise of the next
+        emb[old:] = torch.randn(len(tok) - old, emb.shape[1], generator=gen) * emb[:old].std()
+    return model
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=int, default=16)
@@ -241,6 +267,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=2,
                    help="interleaved rounds of (matmul peak, fast run, fast run on whole prompts)")
     p.add_argument("--tiny_only", action="store_true")
+    p.add_argument("--skip_tiny", action="store_true", help="SmolLM2 only")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for every method (default 1: what each of the 2 torchrun workers of "
                         "evaluate.py gets on a 2-core machine; 0 = torch's default)")
@@ -257,15 +284,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}; load average {os.getloadavg()}", flush=True)
     started = time.time()
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    index = data.read_index(OFFICE / "index.json")
-    vocab = tok.get_vocab()
-    tok.add_tokens([t for t in data.sid_tokens_of_index(index) if t not in vocab])
-    tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    trie = SidTrie.from_info_file(OFFICE / "info.txt", tok)
-    ds = data.EvalSidDataset(train_file=OFFICE / "test.csv", tokenizer=tok, max_len=2560, test=True,
-                             category=data.category_phrase("Office_Products"))
+    tok, trie, ds = office_tokenizer_trie_and_test_set(folder)
     args.all_prompts = [ds[i]["input_ids"] for i in range(len(ds))]
     prompts = args.all_prompts[: args.users]
     report = {
@@ -278,17 +297,13 @@ def main(argv=None):
                  "users": len(prompts)},
         "models": [],
     }
-    tiny_model = tiny.make_model(tok, layers=2)
-    report["models"].append(bench_model("tiny 2-layer (hidden 32)", tiny_model, tok, trie, prompts, args, len(prompts)))
+    if not args.skip_tiny:
+        tiny_model = tiny.make_model(tok, layers=2)
+        report["models"].append(bench_model("tiny 2-layer (hidden 32)", tiny_model, tok, trie, prompts, args,
+                                            len(prompts)))
     if not args.tiny_only:
         t0 = time.time()
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
-        old = model.get_input_embeddings().weight.shape[0]
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
-        with torch.no_grad():  # random SID rows at the scale of the others (tied output embeddings):
-            emb = model.get_input_embeddings().weight  # mean-resized rows are near-identical, so every
-            gen = torch.Generator().manual_seed(0)  # item would score within float noise of the next
-            emb[old:] = torch.randn(len(tok) - old, emb.shape[1], generator=gen) * emb[:old].std()
+        model = load_smollm2_with_sids(folder, tok)
         print(f"loaded SmolLM2-135M in {time.time() - t0:.0f} s", flush=True)
         report["models"].append(bench_model("SmolLM2-135M (GGUF, float32)", model, tok, trie, prompts, args,
                                             args.baseline_users))
