@@ -5,8 +5,8 @@
   once every process has written its part. A kill mid-save leaves no `checkpoint-N` behind (the
   staging copy is removed at the next save).
 - Every checkpoint carries a run record (`run_record.json`, written last): the run's settings (all
-  flags but the ones that do not change what a step computes, NOT_PART_OF_THE_RUN), the size and mtime of
-  every input file or folder a flag names, and the number of processes.
+  flags but the ones that do not change what a step computes, NOT_PART_OF_THE_RUN), the size and
+  mtime of every input file (or model folder's files) a flag names, and the number of processes.
 - `resume_from_checkpoint=True` resumes the newest checkpoint whose record matches this run, and
   says which; checkpoints of another run (saying what differs) and checkpoints without a record
   (cut short, or written by another program) are skipped with a warning. With no such checkpoint
@@ -46,11 +46,12 @@ _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 def _stamp(path: Path):
-    """Size and mtime of a file; of every file under a folder, by relative path."""
+    """Size and mtime of a file; of each file in a folder (a model folder: its weights, config and
+    tokenizer files), by name."""
     if path.is_file():
         stat = path.stat()
         return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    return {str(f.relative_to(path)): _stamp(f) for f in sorted(path.rglob("*")) if f.is_file()}
+    return {f.name: _stamp(f) for f in sorted(path.iterdir()) if f.is_file()}
 
 
 def run_record(settings: dict) -> dict:
