@@ -533,7 +533,8 @@ _SFTDATA_INSTRUCTIONS = tuple(  # SFTData / D3Dataset / EvalD3Dataset draw one p
 )
 _PREDICT = "Can you predict the next possible item that the user may expect?"
 _SID_HISTORY_INPUT = "The user has interacted with items {history} in chronological order. " + _PREDICT
-_PLAYED = "The user has palyed the following {category}s before: {history}"
+_PLAYED_WORDING = Wording(tuple(t + "\n \n" for t in _SFTDATA_INSTRUCTIONS),
+                          "The user has palyed the following {category}s before: {history}", '"{}"', ",\t", '"{}"\n')
 _TITLE_TO_SID_INPUT = "Which item has the title: {item}?"
 _SID_TO_TITLE_INPUT = 'What is the title of item "{item}"?'
 _DESCRIPTION_INPUT = 'An item can be described as follows: "{item}". Which item is it describing?'
@@ -588,9 +589,9 @@ TASKS = {
                      "The user has interacted with the following {category} in chronological order: "
                      "{history}. What is the title of the next item the user may expect?"),
             {
-                "sft": Wording(tuple(t + "\n \n" for t in _SFTDATA_INSTRUCTIONS), _PLAYED, '"{}"', ",\t", '"{}"\n'),
-                "rl": Wording(tuple(t + "\n \n" for t in _SFTDATA_INSTRUCTIONS), _PLAYED, '"{}"', ",\t", '"{}"\n'),
-                "eval": Wording(tuple(t + "\n\n" for t in _SFTDATA_INSTRUCTIONS), _PLAYED, '"{}"', ",\t", '"{}"\n'),
+                "sft": _PLAYED_WORDING,  # SFTData
+                "rl": _PLAYED_WORDING,  # D3Dataset
+                "eval": replace(_PLAYED_WORDING, instructions=tuple(t + "\n\n" for t in _SFTDATA_INSTRUCTIONS)),
             },
         ),
         Task(
@@ -838,7 +839,7 @@ def tokenize_examples(examples, tokenizer, max_len, test=False, name="dataset") 
         if test:
             items.append({
                 "input_ids": prompt, "attention_mask": [1] * len(prompt),
-                "prompt": ex.prompt(starts[i]), "prompt_ids": prompt, "target_sid": ex.target_sid,
+                "prompt": ex.prompt(starts[i]), "target_sid": ex.target_sid,
                 "target_item_id": ex.target_item_id, "history_item_ids": list(ex.history_item_ids),
                 "task": ex.task,
             })

@@ -156,7 +156,7 @@ def test_sid_targets_decode_back_and_unified_stages_share_the_prompt(dataset, to
     rows = data.read_split_csv(dataset["train"])
     for s, r, e, row in zip(sft.items, rl.items, ev.items, rows):
         n_prompt = s["labels"].count(-100)
-        assert s["input_ids"][:n_prompt] == e["prompt_ids"] == e["input_ids"]
+        assert s["input_ids"][:n_prompt] == e["input_ids"]
         assert r["prompt"] == e["prompt"] and r["target_sid"] == row.item_sid and r["completion"] == row.item_sid + "\n"
         assert r["history_item_ids"] == list(row.history_item_id)
 

@@ -88,7 +88,7 @@ def test_evaluate_rows_in_order_with_exact_beams(checkpoint):
     rows = evaluate.evaluate_rows(model, tok, trie, ds, num_beams=len(trie), batch_size=3)
     assert [r["output"] for r in rows] == [r.item_sid + "\n" for r in ds.rows]  # the original's record
     assert [r["user_id"] for r in rows] == [r.user_id for r in ds.rows]
-    exact = exhaustive_beam_search(model, trie, [it["prompt_ids"] for it in ds], len(trie))
+    exact = exhaustive_beam_search(model, trie, [it["input_ids"] for it in ds], len(trie))
     for row, sids, scores in zip(rows, exact.sids, exact.scores):
         assert sorted(row["predict"]) == sorted(trie.sids)  # every item exactly once
         assert row["scores"] == pytest.approx(scores.tolist(), abs=1e-4)
