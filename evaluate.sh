@@ -5,6 +5,7 @@
 #
 #   MODEL=output/sft/Office_Products/final_checkpoint bash evaluate.sh       # every category in DATA_ROOT
 #   MODEL=... NPROC=8 bash evaluate.sh Industrial_and_Scientific Office_Products
+#   bash evaluate.sh --exp_name output/rl/Office_Products/final_checkpoint     # the original README's form
 #
 # Settings (environment):
 #   MODEL        HF checkpoint folder with its tokenizer (SFT or RL final_checkpoint)
@@ -31,16 +32,21 @@ if [[ -z "${NPROC:-}" ]]; then
     NPROC=$(gpu_count)
     [[ "$NPROC" -ge 1 ]] || NPROC=2
 fi
+categories=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --exp_name) MODEL=$2; shift 2 ;;        # the original README's `bash evaluate.sh --exp_name MODEL`
+        --exp_name=*) MODEL=${1#--exp_name=}; shift ;;
+        *) categories+=("$1"); shift ;;
+    esac
+done
 OUT_DIR=${OUT_DIR:-./results/$(basename "$MODEL")}
-
 if [[ ! -d "$MODEL" ]]; then
-    echo "Error: MODEL=$MODEL is not a checkpoint folder; set MODEL=<sft or rl final_checkpoint>" >&2
+    echo "Error: MODEL=$MODEL is not a checkpoint folder; set MODEL=<sft or rl final_checkpoint> (or --exp_name)" >&2
     exit 1
 fi
 
-if [[ $# -gt 0 ]]; then
-    categories=("$@")
-else
+if [[ ${#categories[@]} -eq 0 ]]; then
     mapfile -t categories < <(dataset_categories "$DATA_ROOT")
     if [[ ${#categories[@]} -eq 0 ]]; then
         echo "Error: no category under DATA_ROOT=$DATA_ROOT (test/<category>*11.csv + info/, or <category>/test.csv); name the categories" >&2

@@ -5,13 +5,19 @@
 #   ours            ROOT/<category>/{train,valid,test}.csv, info.txt, index.json, item.json
 # and the launch settings they share.
 
-# the categories under a data root, one per line
+# the categories under a data root, one per line: in the original's layout, the names of
+# index/<category>.index.json and info/<category>_<k>_<window>.txt files; in ours, the folders holding a test.csv
 dataset_categories() {
     local root=$1 path
-    if [[ -d "$root/index" ]]; then
-        for path in "$root"/index/*.index.json; do
-            [[ -f "$path" ]] && basename "$path" .index.json
-        done
+    if [[ -d "$root/index" || -d "$root/info" ]]; then
+        {
+            for path in "$root"/index/*.index.json; do
+                [[ -f "$path" ]] && basename "$path" .index.json
+            done
+            for path in "$root"/info/*.txt; do
+                [[ -f "$path" ]] && basename "$path" | sed -E 's/_[0-9]+_[0-9]+-[0-9]+-[0-9]+-[0-9]+\.txt$//'
+            done
+        } | sort -u
     else
         for path in "$root"/*/; do
             [[ -f "$path/test.csv" ]] && basename "$path"

@@ -224,8 +224,8 @@ def test_our_scripts_run_on_the_original_layout(workspace, tmp_path):
     rl_checkpoint = out / "rl" / CATEGORY / "final_checkpoint"
     assert (rl_checkpoint / "config.json").is_file(), log
 
-    proc, log = run_script(REPO / "evaluate.sh", REPO, {**env, "MODEL": str(rl_checkpoint), "OUT_DIR": str(out / "eval"),
-                           "NUM_BEAMS": "5", "BATCH_SIZE": "4"})
+    proc, log = run_script(REPO / "evaluate.sh", REPO, {**env, "OUT_DIR": str(out / "eval"), "NUM_BEAMS": "5",
+                           "BATCH_SIZE": "4"}, "--exp_name", str(rl_checkpoint))
     assert proc.returncode == 0, log
     rows = json.loads((out / "eval" / f"final_result_{CATEGORY}.json").read_text())
     assert len(rows) == len(data.read_split_csv(files.csv("test"))) and all(len(r["predict"]) == 5 for r in rows)
