@@ -177,7 +177,8 @@ def load_embeddings(path) -> np.ndarray:
         raise InputError(f"{path}: expected a 2-D numeric array (items x dimensions), got shape {embeddings.shape}")
     bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
     if len(bad):
-        raise InputError(f"{path}: {len(bad)} rows contain NaN or inf (first: row {bad[0]}); re-encode those items")
+        rows = "1 row contains" if len(bad) == 1 else f"{len(bad)} rows contain"
+        raise InputError(f"{path}: {rows} NaN or inf (first: row {bad[0]}); re-encode those items")
     return embeddings.astype(np.float32, copy=False)
 
 
