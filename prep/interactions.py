@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 import data
-from prep.layout import SPLITS, DatasetFiles
+from prep.layout import DatasetFiles
 from runtime import InputError
 
 logger = logging.getLogger(__name__)
