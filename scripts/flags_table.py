@@ -52,6 +52,9 @@ SCRIPTS = {
     "merge.py": None,
     "convert_gguf.py": "convert",
     "pipeline.py": None,
+    "ablate.py": None,
+    "scripts/sample_rows.py": None,
+    "scripts/readme_results.py": None,
 }
 
 
