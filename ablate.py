@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -168,6 +169,11 @@ def build_parser():
     parser.add_argument("--grid", required=True, help="grid JSON (config/ablations/*.json)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds instead of the grid's")
     parser.add_argument("--variants", default=None, help="comma-separated variants to run (default: all)")
+    parser.add_argument("--pipeline_args", default="",
+                        help="more pipeline.py flags for every cell, e.g. \"--data_dir DIR --category NAME\" "
+                             "(the grid on another dataset)")
+    parser.add_argument("--name", default=None,
+                        help="name of the ablation's runs and table folder (default: the grid file's name)")
     parser.add_argument("--runs_dir", default=None,
                         help="runs and stage store (default: runs/ beside ablate.py, shared with pipeline.py)")
     parser.add_argument("--out_dir", default=None, help="table and plot (default: results/ablations/<grid>)")
@@ -179,6 +185,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     grid = load_grid(args.grid)
+    grid["pipeline"] = grid["pipeline"] + shlex.split(args.pipeline_args)
+    grid["name"] = args.name or grid["name"]
     if args.seeds:
         grid["seeds"] = [int(s) for s in args.seeds.split(",")]
     if args.variants:

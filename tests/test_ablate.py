@@ -38,7 +38,7 @@ def fake_run(calls):
         _predictions(run_dir / "eval_sft", sft_hits)
         _predictions(run_dir / "eval_rl", rl_hits)
         record = {"outputs": {"eval_sft_dir": str(run_dir / "eval_sft"), "eval_rl_dir": str(run_dir / "eval_rl")},
-                  "commit": "abc123", "stages": {"rl": {"seconds": 10.0 + seed}}}
+                  "commit": "abc123", "stages": {"sft": {"seconds": 5.0}, "rl": {"seconds": 10.0 + seed}}}
         (run_dir / "run.json").write_text(json.dumps(record))
         return run_dir
     return run
@@ -103,3 +103,18 @@ def test_shipped_grids_name_real_profile_flags():
         for flag in grid["seed_flags"]:
             section, name = flag.split(".")
             assert name in profile[section], (path.name, flag)
+
+
+def test_grid_on_another_dataset(tmp_path, monkeypatch):
+    grid = {"pipeline": ["--profile", "small"], "model": "SFT", "seeds": [7], "seed_flags": ["rl.seed"],
+            "metrics": ["HR@1"], "variants": {"only": []}}
+    (tmp_path / "g.json").write_text(json.dumps(grid))
+    calls = []
+    monkeypatch.setattr(pipeline, "run", fake_run(calls))
+    ablate.main(["--grid", str(tmp_path / "g.json"), "--runs_dir", str(tmp_path / "runs"), "--name", "g-office",
+                 "--out_dir", str(tmp_path / "out"), "--pipeline_args", "--data_dir 'my data' --category Office_Products"])
+    assert calls[0][:6] == ["--profile", "small", "--data_dir", "my data", "--category", "Office_Products"]
+    assert calls[0][calls[0].index("--run") + 1] == "g-office/only/seed7"
+    assert calls[0][-2:] == ["--until", "eval_sft"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["grid"]["name"] == "g-office"
