@@ -6,14 +6,14 @@ same rows, and beam search over every test row would dominate a CPU run).
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import data
+from runtime import ArgumentParser, run_main
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--input", required=True, help="split CSV to sample from")
     parser.add_argument("--output", required=True, help="split CSV written (atomically)")
     parser.add_argument("--rows", type=int, required=True, help="rows kept (all when the file has fewer; -1: all)")
@@ -31,4 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
