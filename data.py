@@ -18,12 +18,12 @@ for SFTData's instruction). `prompt_style="unified"` words every task one consis
 Deliberate differences from the original, each where the original is wrong:
 - its item classes (SidItemFeatDataset, RLTitle2SidDataset, RLSid2TitleDataset) write the answer
   into the prompt too (`generate_prompt` fills `### Response:` with the output, so an RL prompt
-  already holds its completion and SFT learns to copy): here their prompts end at `### Response:\n`;
+  already holds its completion and SFT learns to copy): here their prompts end at `### Response:` and its newline;
 - list columns are parsed with `ast.literal_eval`, never `eval`;
 - an over-long example keeps its response and loses its oldest history items (then the end of a
   long item text); the original's `tokens[-max_len:]` cuts the head of the instruction. Examples
   that fit are token-for-token the original's. Evaluation prompts (test=True) are fitted to
-  max_len (the original never cuts them; at its max_len=2560 no Office prompt is cut);
+  max_len (the original never cuts them);
 - a row whose target has no title / SID in the catalogue is an error naming file and line (the
   original trains on "Unknown item 123" or on the item id as a SID);
 - a SID is all of its level tokens (the original joins the first three and drops items with fewer);
