@@ -718,16 +718,17 @@ class Catalogue:
 
     def _check(self, path, rows):
         index_sids = set(self.sid_of_item.values())
+        source = self.index_file or self.info_file
         for row in rows:
             for sid in row.history_item_sid:
                 if sid not in index_sids:
-                    raise DataFormatError(path, f"history SID {sid!r} is not in {self.index_file}",
+                    raise DataFormatError(path, f"history SID {sid!r} is not in {source}",
                                           line=row.line, field="history_item_sid")
         bad = []
         for row in rows:
             own = self.sid_of_item.get(str(row.item_id))
             if own is None:
-                bad.append((row, f"item_id {row.item_id} is not in {self.index_file}"))
+                bad.append((row, f"item_id {row.item_id} is not in {source}"))
             elif row.item_sid != own:
                 bad.append((row, f"item_sid {row.item_sid} is not the SID of item {row.item_id} ({own})"))
             elif row.item_sid not in self.answer_sids:
