@@ -123,6 +123,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed runs per stage")
     p.add_argument("--threads", default="1,2", help="thread counts of the peak table")
     p.add_argument("--peak_rows", type=int, default=256, help="rows of the peak table's matmuls")
+    p.add_argument("--stages", default="sft_step,rl_generation,rl_reference,rl_policy,eval",
+                   help="stages to run, comma-separated (the JSON is rewritten after each)")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     folder = bench_decoding.smollm2_folder()
@@ -193,13 +195,18 @@ def main(argv=None):
     stages = [("sft_step", sft_step, 2, args.sft_rows * 128), ("rl_generation", rl_generation, 2, g),
               ("rl_reference", rl_reference, 2, g * 128), ("rl_policy", rl_policy, 2, g * 128),
               ("eval", evaluation, 1, args.eval_users * args.num_beams)]
-    for name, fn, threads, rows in stages:
-        report["stages"].append(measure_stage(name, fn, model, threads, args.repeats, rows))
-    report["stages"][-1]["users"] = args.eval_users
-    report["stages"][-1]["seconds_per_user"] = report["stages"][-1]["seconds"] / args.eval_users
     report["rl_shapes"] = {"G": g, "prompt_tokens": len(rl_prompt), "completion_tokens": max(map(len, completions))}
     report["sft_shapes"] = {"rows": args.sft_rows, "tokens": sum(len(x) for x in prompts[: args.sft_rows])
                             + sum(map(len, responses))}
+    wanted = args.stages.split(",")
+    for name, fn, threads, rows in stages:
+        if name not in wanted:
+            continue
+        report["stages"].append(measure_stage(name, fn, model, threads, args.repeats, rows))
+        if name == "eval":
+            report["stages"][-1]["users"] = args.eval_users
+            report["stages"][-1]["seconds_per_user"] = report["stages"][-1]["seconds"] / args.eval_users
+        data.write_json(report, args.out, indent=2)  # a stage's figures survive a later interruption
 
     if args.bf16_eval_users:
         users = prompts[: args.bf16_eval_users]
