@@ -1,4 +1,4 @@
-"""HR@K and NDCG@K of predictions files (DESIGN.md "Metrics"), as a table, JSON and PNG.
+"""HR@K and NDCG@K of predictions files (the paper's definition; metrics.py), as a table, JSON and PNG.
 
     python calc.py --path results/final_result_Office_Products.json --item_path data/info.txt
 

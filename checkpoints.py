@@ -25,6 +25,7 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from modeling import save_pretrained_atomic
 from runtime import InputError
 
 logger = logging.getLogger(__name__)
@@ -189,3 +190,14 @@ class RunCheckpoints:
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()  # no process goes on before the checkpoint is visible
+
+
+def save_outputs(trainer, tokenizer, output_dir):
+    """What a finished run leaves, as the original's sft.py/rl.py: the (best) model in output_dir
+    (`trainer.save_model`), and model + tokenizer in output_dir/final_checkpoint (atomically)."""
+    trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        final = Path(output_dir) / "final_checkpoint"
+        save_pretrained_atomic(trainer.accelerator.unwrap_model(trainer.model), tokenizer, final)
+        logger.info("saved %s and %s", output_dir, final)

@@ -238,8 +238,8 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
                                            **multimodal):
         """Log-probs (and entropies) of the completion tokens. The backbone runs over whole sequences,
         the LM head only over the last logits_to_keep positions: off Triton devices (CPU) TRL's
-        fused head scores every prompt position too, 13.4x slower for a hidden-128 model
-        (benchmarks/bench_rl.py). Position ids follow the attention mask, as in generation and SFT."""
+        fused head scores every prompt position too (benchmarks/bench_rl.py measures the
+        difference). Position ids follow the attention mask, as in generation and SFT."""
         if compute_aux_loss or any(v is not None for v in multimodal.values()):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,

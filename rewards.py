@@ -1,4 +1,4 @@
-"""RL rewards (DESIGN.md "Rewards"), as TRL reward functions.
+"""RL rewards (rule, ranking, semantic, sasrec), as TRL reward functions.
 
 TRL calls each with the completions of a batch and every dataset column as a keyword argument, so
 each completion is scored against its own row (never a target looked up by prompt text):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from pathlib import Path
 
 import runtime
 
@@ -35,9 +34,9 @@ from datasets import Dataset as HFDataset
 from transformers import set_seed
 
 import data
-from checkpoints import run_record
+from checkpoints import run_record, save_outputs
 from minionerec_trainer import ReReConfig, ReReTrainer
-from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer, save_pretrained_atomic
+from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer
 from rewards import SASREC_SCORES, build_reward_funcs
 from runtime import InputError, report_to, require_paths, run_cli
 from sid_trie import SidTrie
@@ -258,17 +257,6 @@ def build_arguments(model, max_completion_length, *, output_dir, seed, train_bat
     )
 
 
-def save(trainer, tokenizer, output_dir):
-    """As the original: the model in output_dir (trainer.save_model), and model + tokenizer in
-    output_dir/final_checkpoint (written atomically)."""
-    trainer.save_model(output_dir)
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        save_pretrained_atomic(trainer.accelerator.unwrap_model(trainer.model), tokenizer,
-                               Path(output_dir) / "final_checkpoint")
-        logger.info("saved %s and %s", output_dir, Path(output_dir) / "final_checkpoint")
-
-
 def train(
     model_path: str = "",
     seed: int = 42,
@@ -466,7 +454,7 @@ def train(
     # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished RL at step %d",
                 trainer.args.process_index, trainer.accelerator.num_processes, trainer.state.global_step)
-    save(trainer, tokenizer, output_dir)
+    save_outputs(trainer, tokenizer, output_dir)
     return trainer
 
 

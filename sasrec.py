@@ -512,8 +512,8 @@ def parse_args(argv=None):
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--num_threads", type=int, default=1,
                         help="CPU threads; 0 keeps torch's default. These models are small: one "
-                             "thread is about as fast, and several collapse (measured 30x slower) "
-                             "when the cores are shared with other jobs")
+                             "thread is about as fast, and several threads stall when the cores are "
+                             "shared with other jobs")
     parser.add_argument("--result_json_path", help="metrics JSON (default output/sasrec/<model>.json)")
     parser.add_argument("--checkpoint_path", help="checkpoint (default: the JSON path with .pt)")
     args = parser.parse_args(argv)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 
 import runtime
 
@@ -39,9 +38,9 @@ from transformers import (
 )
 
 import data
-from checkpoints import RunCheckpoints, run_record
+from checkpoints import RunCheckpoints, run_record, save_outputs
 from runtime import InputError, report_to, require_paths, run_cli
-from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask, save_pretrained_atomic
+from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask
 
 logger = logging.getLogger("sft")
 
@@ -246,16 +245,6 @@ def build_training_arguments(output_dir, micro_batch_size, gradient_accumulation
         seed=seed,
         data_seed=seed,
     )
-
-
-def save_outputs(trainer, tokenizer, output_dir):
-    """As the original: the (best) model in output_dir, and model + tokenizer in
-    output_dir/final_checkpoint (written atomically)."""
-    trainer.save_model(output_dir)
-    if trainer.is_world_process_zero():
-        trainer.save_state()
-        save_pretrained_atomic(trainer.model, tokenizer, Path(output_dir) / "final_checkpoint")
-        logger.info("saved %s", Path(output_dir) / "final_checkpoint")
 
 
 def train(

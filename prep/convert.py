@@ -1,5 +1,5 @@
 """`.inter` split files + index.json + item.json -> split CSVs + info.txt (the original's
-convert_dataset.py step), i.e. the MiniOneRec training format of DESIGN.md.
+convert_dataset.py step), i.e. the MiniOneRec training format (README "File formats").
 
 Both layouts of prep/layout.py: a prepared dataset in ours (DIR/train.inter, DIR/index.json, ...)
 becomes DIR/{train,valid,test}.csv + DIR/info.txt; one in the original's
