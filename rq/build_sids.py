@@ -20,7 +20,7 @@ Writes into --output_dir:
   item_emb.npy     the item embeddings (row i = i-th item of item.json), unless --embeddings_path
 
     python rq/build_sids.py --item_meta_path DIR/item.json --output_dir DIR [--method rqvae]
-Then data/convert_dataset.py --data_dir DIR writes the split CSVs.
+Then convert_dataset.py --data_dir DIR writes the split CSVs.
 """
 
 from __future__ import annotations
