@@ -61,3 +61,11 @@ def test_check_names_the_stale_scripts():
     assert flags_table.differing_scripts(readme, rendered) == []
     assert flags_table.differing_scripts(readme, rendered.replace("`--y` | `2`", "`--y` | `3`")) == ["b.py"]
     assert flags_table.differing_scripts(readme, rendered + "\n### c.py\n") == ["c.py"]
+
+
+def test_readme_results_are_rendered_from_the_committed_results_files():
+    from scripts import readme_results
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme_results.replaced(readme, readme_results.render(), "README.md") == readme, (
+        "README.md results section out of date: run python scripts/readme_results.py --write README.md")
