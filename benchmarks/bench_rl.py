@@ -48,7 +48,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 OFFICE = REPO.parent / "shared" / "data" / "Office_Products"
 CATEGORY = "Office_Products"
@@ -165,9 +164,9 @@ def scoring_diagnostic(trainer, spec) -> dict:
     import data
 
     tok, trie, g = trainer.processing_class, trainer.trie, spec["G"]
-    ds = data.SidDataset(train_file=OFFICE / "train.csv", index_file=OFFICE / "index.json", tokenizer=tok,
-                         max_len=spec["cutoff_len"], sample=1, seed=7, category=CATEGORY)
-    prompt = ds.items[0]["prompt_ids"]
+    ds = data.SidDataset(train_file=OFFICE / "train.csv", sample=1, seed=7, category=data.category_phrase(CATEGORY),
+                         tokenizer=tok, max_len=spec["cutoff_len"])
+    prompt = tok(ds[0]["prompt"])["input_ids"]
     comp = trie.completion_ids[:g]
     k = comp.shape[1]
     ids = torch.cat([torch.tensor(prompt)[None].repeat(g, 1), comp], dim=1)
@@ -292,9 +291,9 @@ def worker(spec: dict) -> dict:
     tokenizer = load_tokenizer(ckpt, padding_side="left")
     model = load_causal_lm(ckpt, dtype=torch.float32).eval()
     trie = SidTrie.from_info_file(OFFICE / "info.txt", tokenizer)
-    ds = data.SidDataset(train_file=OFFICE / "train.csv", index_file=OFFICE / "index.json", tokenizer=tokenizer,
-                         max_len=512, sample=spec["decode_prompts"], seed=42, category=CATEGORY)
-    prompts = [x["prompt_ids"] for x in ds.items]
+    ds = data.SidDataset(train_file=OFFICE / "train.csv", sample=spec["decode_prompts"], seed=42,
+                         category=data.category_phrase(CATEGORY), tokenizer=tokenizer, max_len=512)
+    prompts = [tokenizer(x["prompt"])["input_ids"] for x in ds]
     nb = spec["G"]
     table = prefix_dict(trie)
     pad = tokenizer.pad_token_id

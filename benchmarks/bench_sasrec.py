@@ -8,17 +8,15 @@ benchmarks/results/bench_sasrec.json. Skips, with a message, when the split is n
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import sasrec  # noqa: E402
-from data import write_json  # noqa: E402
-from metrics import format_table  # noqa: E402
+import sasrec
+from data import write_json
+from metrics import format_table
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "Office_Products"
 
