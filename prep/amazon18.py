@@ -53,14 +53,19 @@ def json_lines(path, desc):
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(tqdm(f, desc=desc, unit=" lines", mininterval=2), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise data.DataFormatError(path, f"invalid JSON: {err.msg}", line=line_no) from None
+    line_no = 0
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for line_no, line in enumerate(tqdm(f, desc=desc, unit=" lines", mininterval=2), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise data.DataFormatError(path, f"invalid JSON: {err.msg}", line=line_no) from None
+    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as err:  # a cut download, a wrong file
+        raise data.DataFormatError(path, f"unreadable after line {line_no} ({err}); is the file complete, "
+                                         "UTF-8 JSON lines (plain or .gz)?") from None
 
 
 def original_title(raw_title) -> str | None:

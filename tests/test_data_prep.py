@@ -450,3 +450,11 @@ def test_amazon18_data_process_matches_the_original_script(tmp_path):
     their_items = json.loads(theirs.path("item.json").read_text())
     assert {i: f["title"] for i, f in data.read_item_meta(ours.path("item.json")).items()} == {
         i: f["title"] for i, f in their_items.items()}
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    path = tmp_path / "reviews.json.gz"
+    payload = gzip.compress("".join(json.dumps({"a": i}) + "\n" for i in range(2000)).encode())
+    path.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(data.DataFormatError, match="reviews.json.gz.*unreadable after line"):
+        list(amazon18.json_lines(path, "reviews"))
