@@ -82,9 +82,7 @@ def test_sft_and_rl_train_under_zero2_on_two_cpu_processes(tmp_path):
     import data
 
     paths = tiny.write_dataset(tmp_path / "data", n_items=8, n_users=16, seq_len=5)
-    tok = tiny.make_tokenizer("gpt2_bpe")
-    tiny.make_model(tok).save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
+    tiny.write_base_model(tmp_path / "base")
     common = {"train_file": paths["train"], "eval_file": paths["valid"], "sid_index_path": paths["index"],
               "item_meta_path": paths["item"], "category": paths["category"], "seed": 0}
     sft_out = tmp_path / "sft"

@@ -23,9 +23,7 @@ from tests import tiny
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     paths = tiny.write_dataset(root / "data", n_items=16, n_users=40)
-    tok = tiny.make_tokenizer("gpt2_bpe")
-    tiny.make_model(tok).save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
+    tiny.write_base_model(root / "base")
     return root, paths
 
 

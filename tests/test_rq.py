@@ -261,7 +261,7 @@ def test_sid_files_replace_the_set_at_once_and_survive_a_failed_write(tmp_path):
 
 def test_codebook_larger_than_the_catalogue_is_refused(tmp_path):
     item_json, emb_path, _ = tiny_catalogue(tmp_path)
-    with pytest.raises(InputError, match=rf"--codebook_size 64 is larger than the 40 items of .*item.json"):
+    with pytest.raises(InputError, match=r"--codebook_size 64 is larger than the 40 items of .*item.json"):
         build_sids.build_sids(item_json, tmp_path / "out", codebook_size=[64], embeddings_path=emb_path)
     assert not (tmp_path / "out" / "index.json").exists()
 

@@ -90,9 +90,7 @@ def workspace(tmp_path_factory):
     scripts linked in under the original's names."""
     root = tmp_path_factory.mktemp("scripts")
     files = original_layout(root / "data" / "Amazon")
-    tok = tiny.make_tokenizer("gpt2_bpe")
-    tiny.make_model(tok).save_pretrained(root / "base_model")
-    tok.save_pretrained(root / "base_model")
+    tiny.write_base_model(root / "base_model")
     for name in OUR_SCRIPTS:
         (root / name).symlink_to(REPO / name)
     return root, files

@@ -22,10 +22,7 @@ from tests import tiny
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
     paths = tiny.write_dataset(root / "data", n_items=16, n_users=40)
-    tok = tiny.make_tokenizer("gpt2_bpe")
-    model = tiny.make_model(tok)
-    model.save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
+    tiny.write_base_model(root / "base")
     return root, paths
 
 

@@ -77,6 +77,14 @@ def make_model(tokenizer, arch: str = "qwen2", hidden: int = 32, layers: int = 2
     return AutoModelForCausalLM.from_config(config)
 
 
+def write_base_model(folder, kind: str = "gpt2_bpe"):
+    """A tiny from-scratch model folder (model + tokenizer, no SID tokens): a --base_model."""
+    tok = make_tokenizer(kind)
+    make_model(tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def make_catalogue(n_items: int = 12, levels: int = 3, codes: int = 4) -> tuple[dict, dict]:
     """(index, item_meta) of n_items with distinct SIDs built from the item number's digits."""
     prefixes = "abcdefgh"
