@@ -241,6 +241,23 @@ class _SourceDefault:
         return self.text
 
 
+_FLAG_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "None": None}
+
+
+def _flag_type(node):
+    """The type an annotation's source names: a builtin flag type, None, or a union of them
+    (`str | bool | None`); anything else is a TypeError."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _flag_type(node.left) | _flag_type(node.right)
+    if isinstance(node, ast.Name) and node.id in _FLAG_TYPES:
+        return _FLAG_TYPES[node.id]
+    if isinstance(node, ast.Constant) and node.value is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a quoted annotation
+        return _flag_type(ast.parse(node.value, mode="eval").body)
+    raise TypeError(f"not a flag type: {ast.unparse(node)}")
+
+
 def source_signature(path, name: str) -> tuple[inspect.Signature, str] | None:
     """(signature, docstring) of the function `name` in the script at `path`, read from its source
     without importing it (so without torch), or None when an annotation is more than the builtin
@@ -249,15 +266,13 @@ def source_signature(path, name: str) -> tuple[inspect.Signature, str] | None:
     node = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name), None)
     if node is None or node.args.posonlyargs or node.args.vararg or node.args.kwarg:
         return None
-    builtin_types = {"str": str, "int": int, "float": float, "bool": bool, "None": None}
     arguments = ([(a, inspect.Parameter.POSITIONAL_OR_KEYWORD) for a in node.args.args]
                  + [(a, inspect.Parameter.KEYWORD_ONLY) for a in node.args.kwonlyargs])
     defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults + node.args.kw_defaults
     parameters = []
     try:
         for (argument, kind), default in zip(arguments, defaults):
-            annotation = (eval(ast.unparse(argument.annotation), {"__builtins__": {}}, builtin_types)
-                          if argument.annotation else str)
+            annotation = _flag_type(argument.annotation) if argument.annotation else str
             parameters.append(inspect.Parameter(
                 argument.arg, kind, annotation=annotation,
                 default=inspect.Parameter.empty if default is None else _SourceDefault(default)))
