@@ -10,7 +10,7 @@ not above the beam count (the shortest "predict" list). Invalid predictions (SID
 constrained decoder, so a non-zero count fails the run unless --allow_invalid.
 
 Writes <path stem>_metrics.json and <path stem>_metrics.png next to the first --path unless
---out_json / --out_png say otherwise. From Python: `compute_metrics(predictions, valid_sids, ks)`.
+--out_json / --out_png say otherwise. From Python: `metrics.compute_metrics(predictions, valid_sids, ks)`.
 """
 
 from __future__ import annotations
@@ -22,44 +22,6 @@ from pathlib import Path
 import data
 import metrics
 from runtime import ArgumentParser, InputError, run_main
-
-
-def _clean(sid) -> str:
-    if isinstance(sid, (list, tuple)):
-        sid = sid[0] if sid else ""
-    return str(sid).strip().strip('"').strip()
-
-
-def compute_metrics(predictions, valid_sids=None, ks=None) -> dict:
-    """Metrics of a list of prediction rows ({"output", "predict"}).
-
-    Returns {"HR@K": .., "NDCG@K": .. for each K, "ks", "n_rows", "num_beams",
-    "invalid_predictions" (None without valid_sids), "duplicate_predictions"}."""
-    if not predictions:
-        raise InputError("no prediction rows")
-    predicted, targets = [], []
-    for i, row in enumerate(predictions):
-        if not isinstance(row, dict) or "predict" not in row or "output" not in row:
-            keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-            raise InputError(f"prediction row {i} has no 'predict' / 'output' field: {keys}")
-        predicted.append([_clean(p) for p in row["predict"]])
-        targets.append(_clean(row["output"]))
-    num_beams = min(len(p) for p in predicted)
-    if num_beams == 0:
-        raise InputError("a prediction row has an empty 'predict' list")
-    ks = list(ks) if ks is not None else metrics.ks_up_to(num_beams)
-    if not ks:
-        raise InputError(f"no K in {metrics.DEFAULT_KS} is within the beam count {num_beams}")
-    result = metrics.hr_ndcg(metrics.target_ranks(predicted, targets), ks)
-    valid = set(valid_sids) if valid_sids is not None else None
-    result.update(
-        ks=ks,
-        n_rows=len(predicted),
-        num_beams=num_beams,
-        invalid_predictions=None if valid is None else sum(p not in valid for row in predicted for p in row),
-        duplicate_predictions=sum(len(row) - len(set(row)) for row in predicted),
-    )
-    return result
 
 
 def load_predictions(path) -> list:
@@ -86,7 +48,7 @@ def load_predictions(path) -> list:
 def metrics_of_file(path, valid_sids) -> dict:
     """compute_metrics of one predictions file; a bad row is an InputError naming the file."""
     try:
-        return compute_metrics(load_predictions(path), valid_sids)
+        return metrics.compute_metrics(load_predictions(path), valid_sids)
     except data.DataFormatError:
         raise
     except InputError as err:

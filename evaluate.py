@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-import calc
 import data
 import metrics
 from decoding import plan_batches, sid_beam_search
@@ -245,7 +244,7 @@ def main(argv=None) -> int:
         elapsed = time.time() - start
         logger.info("wrote %s: %d rows in %.1f s (%.2f users/s)", args.result_json_data, len(rows), elapsed,
                     len(rows) / max(elapsed, 1e-9))
-        result = calc.compute_metrics(rows, catalogue.answer_sids)
+        result = metrics.compute_metrics(rows, catalogue.answer_sids)
         print(metrics.format_table({os.path.basename(args.result_json_data): result}, result["ks"]))
     if world > 1:
         import torch.distributed as dist

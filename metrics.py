@@ -1,4 +1,5 @@
-"""HR@K and NDCG@K, the one implementation every stage uses (calc.py, sasrec.py, rl.py).
+"""HR@K and NDCG@K, the one implementation every stage uses (calc.py, evaluate.py, report.py,
+sasrec.py, rl.py), and the metrics of a predictions file's rows.
 
 rank = 0-based position of the target in a model's ranked list (or -1 / None when absent).
 HR@K = mean(rank < K); NDCG@K = mean(1 / log2(rank + 2) if rank < K else 0).
@@ -7,6 +8,8 @@ HR@K = mean(rank < K); NDCG@K = mean(1 / log2(rank + 2) if rank < K else 0).
 from __future__ import annotations
 
 import numpy as np
+
+from runtime import InputError
 
 DEFAULT_KS = (1, 3, 5, 10, 20, 50)
 
@@ -60,3 +63,49 @@ def format_table(rows: dict[str, dict[str, float]], ks) -> str:
         cells = [f"{metrics[c]:.4f}" if c in metrics else "-" for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def clean_answer(sid) -> str:
+    """A SID or title as a predictions file holds it (the original's may carry quotes, a trailing
+    newline, or a one-element list) -> the bare text."""
+    if isinstance(sid, (list, tuple)):
+        sid = sid[0] if sid else ""
+    return str(sid).strip().strip('"').strip()
+
+
+def predicted_and_targets(predictions) -> tuple[list[list[str]], list[str]]:
+    """(ranked answers, target) of each predictions row ({"output", "predict"}), cleaned."""
+    predicted, targets = [], []
+    for i, row in enumerate(predictions):
+        if not isinstance(row, dict) or "predict" not in row or "output" not in row:
+            keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise InputError(f"prediction row {i} has no 'predict' / 'output' field: {keys}")
+        predicted.append([clean_answer(p) for p in row["predict"]])
+        targets.append(clean_answer(row["output"]))
+    return predicted, targets
+
+
+def compute_metrics(predictions, valid_sids=None, ks=None) -> dict:
+    """Metrics of a list of prediction rows ({"output", "predict"}).
+
+    Returns {"HR@K": .., "NDCG@K": .. for each K, "ks", "n_rows", "num_beams",
+    "invalid_predictions" (None without valid_sids), "duplicate_predictions"}."""
+    if not predictions:
+        raise InputError("no prediction rows")
+    predicted, targets = predicted_and_targets(predictions)
+    num_beams = min(len(p) for p in predicted)
+    if num_beams == 0:
+        raise InputError("a prediction row has an empty 'predict' list")
+    ks = list(ks) if ks is not None else ks_up_to(num_beams)
+    if not ks:
+        raise InputError(f"no K in {DEFAULT_KS} is within the beam count {num_beams}")
+    result = hr_ndcg(target_ranks(predicted, targets), ks)
+    valid = set(valid_sids) if valid_sids is not None else None
+    result.update(
+        ks=ks,
+        n_rows=len(predicted),
+        num_beams=num_beams,
+        invalid_predictions=None if valid is None else sum(p not in valid for row in predicted for p in row),
+        duplicate_predictions=sum(len(row) - len(set(row)) for row in predicted),
+    )
+    return result

@@ -16,7 +16,6 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import calc  # noqa: E402
 import data  # noqa: E402
 import metrics  # noqa: E402
 from runtime import ArgumentParser, reporting_input_errors  # noqa: E402
@@ -34,8 +33,7 @@ def row_ranks(predictions_path) -> tuple[list[str], np.ndarray]:
     rows = _load(predictions_path)
     if not rows:
         raise ValueError(f"{predictions_path}: no prediction rows")
-    targets = [calc._clean(row["output"]) for row in rows]
-    predicted = [[calc._clean(p) for p in row["predict"]] for row in rows]
+    predicted, targets = metrics.predicted_and_targets(rows)
     return targets, metrics.target_ranks(predicted, targets)
 
 

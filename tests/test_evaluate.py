@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import calc
+import metrics
 import data
 import evaluate
 from decoding_reference import exhaustive_beam_search
@@ -46,7 +47,7 @@ def test_metrics_on_a_hand_made_ranking():
         {"output": "<a_9>", "predict": ["<a_1>", "<a_2>", "<a_3>", "<a_4>", "<a_5>"]},  # miss
         {"output": ["<a_5>"], "predict": ["<a_1>", "<zz>", "<a_3>", "<a_4>", '"<a_5>\n"']},  # rank 4, 1 invalid
     ]
-    m = calc.compute_metrics(rows, catalogue)
+    m = metrics.compute_metrics(rows, catalogue)
     assert m["ks"] == [1, 3, 5] and m["num_beams"] == 5 and m["n_rows"] == 4
     assert m["HR@1"] == pytest.approx(1 / 4)
     assert m["HR@3"] == pytest.approx(2 / 4)
@@ -55,7 +56,7 @@ def test_metrics_on_a_hand_made_ranking():
     assert m["NDCG@3"] == pytest.approx((1 + 1 / math.log2(4)) / 4)
     assert m["NDCG@5"] == pytest.approx((1 + 1 / math.log2(4) + 1 / math.log2(6)) / 4)
     assert m["invalid_predictions"] == 1 and m["duplicate_predictions"] == 0
-    with_dup = calc.compute_metrics([{"output": "<a_1>", "predict": ["<a_2>", "<a_2>", "<a_1>"]}], catalogue)
+    with_dup = metrics.compute_metrics([{"output": "<a_1>", "predict": ["<a_2>", "<a_2>", "<a_1>"]}], catalogue)
     assert with_dup["duplicate_predictions"] == 1 and with_dup["HR@3"] == 1.0 and with_dup["ks"] == [1, 3]
 
 

@@ -21,6 +21,7 @@ import pytest
 
 import calc
 import data
+import metrics
 from prep.layout import SPLITS, SplitFiles
 from runtime import InputError
 from tests import tiny
@@ -191,7 +192,7 @@ def test_the_original_scripts_run_end_to_end(workspace):
     test_rows = data.read_split_csv(files.csv("test"))
     assert [r["output"].strip() for r in rows] == [r.item_sid for r in test_rows]
     assert all(len(r["predict"]) == N_ITEMS for r in rows)  # 50 beams over 16 items: every item once
-    ours = calc.compute_metrics(rows, {sid for sid, _, _ in data.read_info(files.info)})
+    ours = metrics.compute_metrics(rows, {sid for sid, _, _ in data.read_info(files.info)})
     assert ours["invalid_predictions"] == 0 and ours["duplicate_predictions"] == 0
     assert_same_metrics(ours, original_calc(predictions, files.info))
 
