@@ -18,13 +18,18 @@ finished items (as HF beam search does), so it never occupies a running slot.
 Scores are sequence log-probabilities: the sum over the completion tokens (SID tokens, "\\n" and
 EOS; the forced tokens are included so the ranking equals the full sequence log-probability) of
 the model's log-softmax over the whole vocabulary (no renormalisation over allowed tokens).
+
+The decoding phases (prefill, SID levels, LM head, log-softmax, top-k, bookkeeping) are marked with
+`_phase`: a no-op unless benchmarks/profile_decoding.py installs its recorder (PHASE_RECORDER).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +75,18 @@ def result_of(trie: SidTrie, item_index: torch.Tensor, scores: torch.Tensor) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# profiling hook
+
+PHASE_RECORDER = None  # benchmarks/profile_decoding.py installs one: name -> context manager timing it
+
+
+def _phase(name: str):
+    """A named phase of decoding (prefill, a SID level, LM head, top-k...), timed by
+    PHASE_RECORDER when one is installed; phases nest. Without a recorder: a no-op context."""
+    return contextlib.nullcontext() if PHASE_RECORDER is None else PHASE_RECORDER(name)
+
+
+# ---------------------------------------------------------------------------------------------
 # the fast path
 
 
@@ -112,15 +129,17 @@ class SharedPrefix:
             return None
         device = next(model.parameters()).device
         runner = model if split is None else split[0]
-        cache = runner(input_ids=torch.tensor([common[:length]], device=device), use_cache=True).past_key_values
+        with _phase("prefill shared prefix"):
+            cache = runner(input_ids=torch.tensor([common[:length]], device=device), use_cache=True).past_key_values
         layers = getattr(cache, "layers", None)
         if not layers or not all(type(x) is DynamicLayer for x in layers):
             return None
         return cls(length, cache)
 
     def cache_for(self, rows):
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
+        with _phase("copy shared prefix cache"):
+            cache = copy.deepcopy(self.cache)
+            cache.batch_repeat_interleave(rows)
         return cache
 
 
@@ -136,42 +155,58 @@ class _StepLogProbs:
     projecting onto a 50k vocabulary dominates a step)."""
 
     def __init__(self, logits=None, hidden=None, head=None):
-        self.logp = torch.log_softmax(logits.float(), dim=-1) if logits is not None else None
+        self.logp = None
+        if logits is not None:
+            with _phase("log-softmax"):
+                self.logp = torch.log_softmax(logits.float(), dim=-1)
         self.hidden, self.head = hidden, head
 
     def at(self, tokens, rows=None):
         """log p(tokens[i, ..., j] | row i), or of row rows[i] when given."""
         if self.logp is not None:
-            return self.logp.gather(-1, tokens) if rows is None else self.logp[rows[:, None], tokens]
+            with _phase("gather allowed"):
+                return self.logp.gather(-1, tokens) if rows is None else self.logp[rows[:, None], tokens]
         hidden = self.hidden if rows is None else self.hidden[rows]
         flat_h = hidden.reshape(-1, hidden.shape[-1])
         flat_t = tokens.reshape(flat_h.shape[0], -1)
         out = torch.empty(flat_t.shape, dtype=torch.float32, device=flat_h.device)
         step = max(1, HEAD_CHUNK_BYTES // (4 * self.head.weight.shape[0]))
         for s in range(0, flat_h.shape[0], step):
-            logits = self.head(flat_h[s: s + step]).float()
-            out[s: s + step] = torch.log_softmax(logits, dim=-1).gather(1, flat_t[s: s + step])
+            with _phase("lm head"):
+                logits = self.head(flat_h[s: s + step]).float()
+            with _phase("log-softmax"):  # in place (each row is read whole before it is written): no second buffer
+                out[s: s + step] = torch.log_softmax(logits, dim=-1, out=logits).gather(1, flat_t[s: s + step])
         return out.view(tokens.shape)
 
 
-@torch.inference_mode()
+# model -> whether its logits are head(base(...)): a property of its architecture, so probed once per
+# model object (RL calls the decoder every step; the probe runs the model twice)
+_HEAD_SPLITS = weakref.WeakKeyDictionary()
+
+
 def split_head(model, probe_ids):
     """(base model, LM head) when logits == head(base(...).last_hidden_state) for this model
-    (checked on a short probe; models with logit scaling or soft-capping fail it), else None."""
+    (checked on a short probe the first time a model is seen; models with logit scaling or
+    soft-capping fail it), else None."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     base = getattr(model, "base_model", model)
     if not isinstance(head, torch.nn.Linear) or base is model:
         return None
+    if model not in _HEAD_SPLITS:
+        _HEAD_SPLITS[model] = _logits_are_head_of_base(model, base, head, probe_ids)
+    return (base, head) if _HEAD_SPLITS[model] else None
+
+
+@torch.inference_mode()
+def _logits_are_head_of_base(model, base, head, probe_ids):
     device = next(model.parameters()).device
     ids = torch.tensor([list(probe_ids)[:8]], device=device)
     try:
         full = model(input_ids=ids).logits[:, -1].float()
         split = head(base(input_ids=ids).last_hidden_state[:, -1]).float()
     except Exception:  # noqa: BLE001 - any model whose base cannot run alone uses the full forward
-        return None
-    if full.shape != split.shape or not torch.allclose(full, split, atol=1e-4, rtol=1e-4):
-        return None
-    return base, head
+        return False
+    return full.shape == split.shape and torch.allclose(full, split, atol=1e-4, rtol=1e-4)
 
 
 class _BeamLayer(DynamicLayer):
@@ -243,18 +278,19 @@ class Decoder:
         self.device = next(model.parameters()).device
         self.keep = bool(forward_kwargs(model))
         cache = None
-        if prefix is not None:  # [shared prefix][left padding][own tokens]: pads masked, positions continue
-            ids, own_attn, pos = left_pad([p[prefix.length:] for p in prompt_ids], pad_token_id, self.device)
-            self.attn = torch.cat([own_attn.new_ones(len(prompt_ids), prefix.length), own_attn], dim=1)
-            pos = pos + prefix.length
-            cache = prefix.cache_for(len(prompt_ids))
-        else:
-            ids, self.attn, pos = left_pad(prompt_ids, pad_token_id, self.device)
-        self.n_prompts = len(prompt_ids)
-        self.last_pos = pos[:, -1]
-        self.prompt_width = self.attn.shape[1]
-        self.group = torch.arange(len(prompt_ids), device=self.device)  # prompt of each row
-        self.first = self._wrap(self._forward(ids, pos, cache, 1, self.attn), True)
+        with _phase("prefill prompts"):
+            if prefix is not None:  # [shared prefix][left padding][own tokens]: pads masked, positions continue
+                ids, own_attn, pos = left_pad([p[prefix.length:] for p in prompt_ids], pad_token_id, self.device)
+                self.attn = torch.cat([own_attn.new_ones(len(prompt_ids), prefix.length), own_attn], dim=1)
+                pos = pos + prefix.length
+                cache = prefix.cache_for(len(prompt_ids))
+            else:
+                ids, self.attn, pos = left_pad(prompt_ids, pad_token_id, self.device)
+            self.n_prompts = len(prompt_ids)
+            self.last_pos = pos[:, -1]
+            self.prompt_width = self.attn.shape[1]
+            self.group = torch.arange(len(prompt_ids), device=self.device)  # prompt of each row
+            self.first = self._wrap(self._forward(ids, pos, cache, 1, self.attn), True)
         impl = getattr(model.config, "_attn_implementation", None)
         layers = getattr(self.cache, "layers", None)
         self.tree = bool(TREE_ATTENTION and impl in ("sdpa", "eager") and layers
@@ -265,12 +301,14 @@ class Decoder:
     def _forward(self, ids, pos, cache, m, mask):
         """Final hidden states (split head) or logits of the last m positions."""
         if self.split is not None:
-            out = self.split[0](input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                use_cache=True)
+            with _phase("model body"):
+                out = self.split[0](input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                    use_cache=True)
             states = out.last_hidden_state[:, -m:]
         else:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, **({"logits_to_keep": m} if self.keep else {}))
+            with _phase("model body + lm head"):
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                                 use_cache=True, **({"logits_to_keep": m} if self.keep else {}))
             states = out.logits[:, -m:]
         self.cache = out.past_key_values
         return states
@@ -284,6 +322,10 @@ class Decoder:
     def reorder(self, origin: torch.Tensor):
         """Rows of the next step = rows `origin` of this one (also expands prompts to beams).
         Rows must stay grouped by prompt, the same number per prompt."""
+        with _phase("cache reorder"):
+            self._reorder(origin)
+
+    def _reorder(self, origin):
         new_group = self.group[origin]
         if self.tree:
             self.visible = self.visible[origin]
@@ -315,18 +357,21 @@ class Decoder:
         k = n // b
         if k * b != n or not bool((self.group == torch.arange(b, device=self.device).repeat_interleave(k)).all()):
             raise AssertionError("tree decoding needs the rows grouped by prompt, the same number per prompt")
-        km, width = k * m, self.visible.shape[1]
-        beam = torch.arange(km, device=self.device) // m
-        step = torch.arange(km, device=self.device) % m
-        own = (beam[:, None] == beam[None, :]) & (step[None, :] <= step[:, None])  # [query, new slot]
-        seen = self.visible.view(b, k, width).repeat_interleave(m, dim=1)  # [b, km, width]
-        mask = torch.cat([seen, own.expand(b, km, km)], dim=2)[:, None]
-        if self.eager:
-            dtype = next(self.model.parameters()).dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill(~mask, torch.finfo(dtype).min)
+        with _phase("attention mask"):
+            km, width = k * m, self.visible.shape[1]
+            beam = torch.arange(km, device=self.device) // m
+            step = torch.arange(km, device=self.device) % m
+            own = (beam[:, None] == beam[None, :]) & (step[None, :] <= step[:, None])  # [query, new slot]
+            seen = self.visible.view(b, k, width).repeat_interleave(m, dim=1)  # [b, km, width]
+            mask = torch.cat([seen, own.expand(b, km, km)], dim=2)[:, None]
+            if self.eager:
+                dtype = next(self.model.parameters()).dtype
+                mask = torch.zeros(mask.shape, dtype=dtype, device=self.device).masked_fill(~mask,
+                                                                                            torch.finfo(dtype).min)
         states = self._forward(tokens.reshape(b, km), pos.reshape(b, km), self.cache, km, mask)
-        mine = (beam[None, :] == torch.arange(k, device=self.device)[:, None]).repeat(b, 1)  # [n, km]
-        self.visible = torch.cat([self.visible, mine], dim=1)
+        with _phase("attention mask"):
+            mine = (beam[None, :] == torch.arange(k, device=self.device)[:, None]).repeat(b, 1)  # [n, km]
+            self.visible = torch.cat([self.visible, mine], dim=1)
         return self._wrap(states.reshape(n, m, -1), last_only)
 
 
@@ -374,40 +419,50 @@ def _beam_search_batch(model, trie: SidTrie, prompt_ids, num_beams, pad_token_id
         pool_item, pool_score, pool_rank = all_items.gather(1, top), all_raw.gather(1, top), all_rank.gather(1, top)
 
     for depth in range(trie.depth):
-        k = nodes.shape[1]
-        tokens, child, present = trie.children(nodes.reshape(-1), depth)  # [b*k, C]
-        width = tokens.shape[1]
-        cand = score.reshape(-1, 1) + logp.at(tokens.clamp(min=0))
-        cand = cand.masked_fill(~present, ninf)
-        is_eos = tokens == trie.eos_token_id
-        # completed items (EOS) go to the pool
-        if bool(is_eos.any()):
-            leaf = torch.where(is_eos, trie._leaf_item[depth + 1][child], 0)
-            fin = cand.masked_fill(~is_eos, ninf)
-            add_to_pool(leaf.view(b, k * width), fin.view(b, k * width),
-                        torch.full((b, k * width), depth + 1, device=device))
-        run = cand.masked_fill(is_eos, ninf).view(b, k * width)
-        n_live = int(torch.isfinite(run).sum(1).max())
-        if n_live == 0:
-            break
-        top = run.topk(min(num_beams, n_live), dim=1)
-        alive = torch.isfinite(top.values)
-        origin = top.indices // width + (rows * k)[:, None]  # flat row of the parent beam
-        new_tokens = tokens.view(b, k * width).gather(1, top.indices)
-        new_nodes = child.view(b, k * width).gather(1, top.indices)
-        new_tokens = torch.where(alive, new_tokens, trie.eos_token_id)
-        new_nodes = torch.where(alive, new_nodes, 0)
-        score = top.values
-        nodes = new_nodes
-        dec.reorder(origin.reshape(-1))
-        flat_alive = alive.reshape(-1)
-        if bool((trie._single_item[depth + 1][nodes.reshape(-1)] >= 0)[flat_alive].all()):
-            items, tail_logp, lengths = _forced_tail(trie, dec, nodes.reshape(-1), depth + 1,
-                                                     new_tokens.reshape(-1), flat_alive)
-            raw = (score.reshape(-1) + tail_logp).masked_fill(~flat_alive, ninf)
-            add_to_pool(items.view(b, -1), raw.view(b, -1), lengths.view(b, -1))
-            break
-        logp = dec.feed(new_tokens.reshape(-1, 1), last_only=True)
+        with _phase(f"level {depth}"):  # level d: score and choose the d-th completion token
+            k = nodes.shape[1]
+            with _phase("trie children"):
+                tokens, child, present = trie.children(nodes.reshape(-1), depth)  # [b*k, C]
+            width = tokens.shape[1]
+            allowed = logp.at(tokens.clamp(min=0))
+            with _phase("trie masking"):
+                cand = (score.reshape(-1, 1) + allowed).masked_fill(~present, ninf)
+                is_eos = tokens == trie.eos_token_id
+            # completed items (EOS) go to the pool
+            if bool(is_eos.any()):
+                with _phase("finished pool"):
+                    leaf = torch.where(is_eos, trie._leaf_item[depth + 1][child], 0)
+                    fin = cand.masked_fill(~is_eos, ninf)
+                    add_to_pool(leaf.view(b, k * width), fin.view(b, k * width),
+                                torch.full((b, k * width), depth + 1, device=device))
+            with _phase("top-k"):
+                run = cand.masked_fill(is_eos, ninf).view(b, k * width)
+                n_live = int(torch.isfinite(run).sum(1).max())
+                if n_live == 0:
+                    break
+                top = run.topk(min(num_beams, n_live), dim=1)
+            with _phase("beam bookkeeping"):
+                alive = torch.isfinite(top.values)
+                origin = top.indices // width + (rows * k)[:, None]  # flat row of the parent beam
+                new_tokens = tokens.view(b, k * width).gather(1, top.indices)
+                new_nodes = child.view(b, k * width).gather(1, top.indices)
+                new_tokens = torch.where(alive, new_tokens, trie.eos_token_id)
+                new_nodes = torch.where(alive, new_nodes, 0)
+                score = top.values
+                nodes = new_nodes
+            dec.reorder(origin.reshape(-1))
+            with _phase("beam bookkeeping"):
+                flat_alive = alive.reshape(-1)
+                forced = bool((trie._single_item[depth + 1][nodes.reshape(-1)] >= 0)[flat_alive].all())
+            if forced:
+                with _phase("forced tail"):
+                    items, tail_logp, lengths = _forced_tail(trie, dec, nodes.reshape(-1), depth + 1,
+                                                             new_tokens.reshape(-1), flat_alive)
+                    raw = (score.reshape(-1) + tail_logp).masked_fill(~flat_alive, ninf)
+                    add_to_pool(items.view(b, -1), raw.view(b, -1), lengths.view(b, -1))
+                break
+        with _phase(f"level {depth + 1}"):  # the model's distribution over level d + 1's tokens
+            logp = dec.feed(new_tokens.reshape(-1, 1), last_only=True)
     if bool((pool_item < 0).any()):
         raise ConstrainedDecodingError("beam search ended with fewer valid items than expected")
     return pool_item, pool_score
@@ -437,7 +492,8 @@ def sid_beam_search(model, trie: SidTrie, prompt_ids, num_beams: int, pad_token_
     scores = torch.empty(len(prompt_ids), k_final)
     bar = _progress(len(prompt_ids), progress)
     try:
-        split = split_head(model, prompt_ids[0])
+        with _phase("probe split head"):
+            split = split_head(model, prompt_ids[0])
         prefix = SharedPrefix.of(model, prompt_ids, split)
         for batch in batches:
             it, sc = _beam_search_batch(model, trie, [prompt_ids[i] for i in batch], num_beams,

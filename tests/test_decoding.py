@@ -287,6 +287,32 @@ def test_chunked_head_path_equals_full_forward(monkeypatch):
             assert again.sids == sampled.sids and torch.allclose(again.scores, sampled.scores, atol=1e-4)
 
 
+def test_head_split_is_probed_once_per_model():
+    """split_head runs its probe (the model twice) only the first time it sees a model; a model
+    whose logits are not head(base(...)) (here: scaled by 2) stays on the full forward."""
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", VARIABLE_INDEX)
+    prompt = _prompts(tok, 1)[0]
+    for scale in (1.0, 2.0):
+        model = tiny.make_model(tok, arch="llama", seed=6)
+        if scale != 1.0:
+            forward = model.forward
+
+            def scaled(*args, forward=forward, **kwargs):
+                out = forward(*args, **kwargs)
+                out.logits = out.logits * scale
+                return out
+
+            model.forward = scaled
+        base_calls = []
+        model.model.register_forward_hook(lambda *args: base_calls.append(1))
+        for _ in range(3):
+            split = decoding.split_head(model, prompt)
+            assert (split is not None) == (scale == 1.0)
+            assert len(base_calls) == 2  # the probe's full forward and base-only forward, once
+        if split is not None:
+            assert split == (model.model, model.lm_head)
+
+
 @pytest.mark.parametrize("index,num_beams", [(FIXED_INDEX, 3), (VARIABLE_INDEX, 6)], ids=["fixed-3", "variable-6"])
 def test_beam_search_agrees_with_hf_constrained_beam_search(index, num_beams):
     tok = tiny.tokenizer_with_sids("gpt2_bpe", index)
