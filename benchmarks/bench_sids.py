@@ -3,10 +3,12 @@
     target: wall time, and the SID quality report (collisions before repair, items moved, extra
     levels, codes used and perplexity per level, largest prefix groups, mean cosine within a first
     code vs all pairs); RQ-VAE and RQ-KMeans+ also give epochs/s;
-  - the text-embedding step (all-MiniLM-L6-v2) in items/s on 1 and 2 processes (torchrun).
+  - the text-embedding step (all-MiniLM-L6-v2, model load included) in items/s on 1 and 2 processes
+    (torchrun), interleaved runs, the median reported.
 Writes the figures as JSON.
 
     python benchmarks/bench_sids.py [--embeddings_path EMB.npy] [--output_json benchmarks/results/bench_sids.json]
+    python benchmarks/bench_sids.py --parts embedding      # re-measure one part, keep the other's figures
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import data
 from rq import build_sids, embeddings
-from runtime import ArgumentParser, positive_int, run_main
+from runtime import ArgumentParser, InputError, positive_int, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICE_ITEM_JSON = REPO.parent / "shared" / "data" / "Office_Products" / "item.json"
@@ -36,6 +38,15 @@ REPORT_KEYS = ("codebook_sizes", "codes_used_per_level", "perplexity_per_level",
 def commit() -> str:
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return result.stdout.strip() or "unknown"
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def measured() -> dict:
+    """When and at which commit a part was measured (the parts may be measured apart)."""
+    return {"commit": commit(), "load_average_at_start": load_average()}
 
 
 def bench_methods(item_json: Path, embeddings_path: Path, work_dir: Path, rqvae_epochs: int) -> dict:
@@ -64,17 +75,21 @@ def embed_worker(item_json: str, n_items: int, output_json: str):
                         output_json)
 
 
-def bench_embedding(item_json: Path, n_items: int, work_dir: Path) -> dict:
-    results = {}
-    for nproc in (1, 2):
-        out = work_dir / f"embed_{nproc}.json"
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                        __file__, "--embed_worker", "--item_meta_path", str(item_json), "--embed_items", str(n_items),
-                        "--output_json", str(out)],
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": str(2 // nproc)})
-        results[f"{nproc}_process"] = json.loads(out.read_text())
-        print("embedding", nproc, results[f"{nproc}_process"], flush=True)
-    return results
+def bench_embedding(item_json: Path, n_items: int, work_dir: Path, rounds: int) -> dict:
+    """1 and 2 processes, interleaved `rounds` times (the machine's speed drifts); the median run of
+    each is reported, every run is kept."""
+    runs = {1: [], 2: []}
+    for _ in range(rounds):
+        for nproc in runs:
+            out = work_dir / f"embed_{nproc}.json"
+            subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                            __file__, "--embed_worker", "--item_meta_path", str(item_json), "--embed_items",
+                            str(n_items), "--output_json", str(out)],
+                           check=True, env={**os.environ, "OMP_NUM_THREADS": str(2 // nproc)})
+            runs[nproc].append(json.loads(out.read_text()))
+            print("embedding", nproc, runs[nproc][-1], flush=True)
+    return {f"{nproc}_process": {**sorted(each, key=lambda r: r["seconds"])[len(each) // 2], "runs": each}
+            for nproc, each in runs.items()}
 
 
 def main(argv=None):
@@ -86,6 +101,11 @@ def main(argv=None):
     parser.add_argument("--rqvae_epochs", type=positive_int, default=build_sids.DEFAULT_EPOCHS,
                         help="training epochs of rqvae and rqkmeans_plus")
     parser.add_argument("--embed_items", type=positive_int, default=512, help="items encoded for the items/s figures")
+    parser.add_argument("--embed_rounds", type=positive_int, default=3,
+                        help="interleaved runs at 1 and 2 processes (the median is reported)")
+    parser.add_argument("--parts", default="methods,embedding",
+                        help="what to measure, comma-separated: methods, embedding (a part not measured keeps the "
+                             "figures already in --output_json)")
     parser.add_argument("--embed_worker", action="store_true", help="internal: one process of the embedding measurement")
     parser.add_argument("--output_json", default=str(REPO / "benchmarks" / "results" / "bench_sids.json"),
                         help="where the figures are written")
@@ -97,19 +117,27 @@ def main(argv=None):
     if not item_json.is_file():
         print(f"{item_json} not found: nothing to benchmark", file=sys.stderr)
         return 1
+    parts = set(args.parts.split(","))
+    unknown = parts - {"methods", "embedding"}
+    if unknown:
+        raise InputError(f"--parts: unknown {', '.join(sorted(unknown))} (choose from methods, embedding)")
+    previous = Path(args.output_json)
+    results = json.loads(previous.read_text()) if previous.is_file() and parts != {"methods", "embedding"} else {}
+    results.update({"catalogue": str(item_json), "cpu_cores": os.cpu_count(),
+                    "embeddings": "all-MiniLM-L6-v2, mean pooling, L2-normalised"})
     with tempfile.TemporaryDirectory() as scratch:
         work_dir = Path(args.work_dir or scratch)
-        embeddings_path = Path(args.embeddings_path) if args.embeddings_path else work_dir / "item_emb.npy"
-        if not embeddings_path.is_file():
-            embeddings.embed_catalogue(item_json, embeddings_path, normalize=True)
-        results = {
-            "commit": commit(), "catalogue": str(item_json), "cpu_cores": os.cpu_count(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "embeddings": "all-MiniLM-L6-v2, mean pooling, L2-normalised",
-            "methods": bench_methods(item_json, embeddings_path, work_dir, args.rqvae_epochs),
-            "embedding_step": bench_embedding(item_json, args.embed_items, work_dir),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        }
+        if "methods" in parts:
+            embeddings_path = Path(args.embeddings_path) if args.embeddings_path else work_dir / "item_emb.npy"
+            if not embeddings_path.is_file():
+                embeddings.embed_catalogue(item_json, embeddings_path, normalize=True)
+            results["methods_measured"] = measured()
+            results["methods"] = bench_methods(item_json, embeddings_path, work_dir, args.rqvae_epochs)
+            results["methods_measured"]["load_average_at_end"] = load_average()
+        if "embedding" in parts:
+            results["embedding_measured"] = measured()
+            results["embedding_step"] = bench_embedding(item_json, args.embed_items, work_dir, args.embed_rounds)
+            results["embedding_measured"]["load_average_at_end"] = load_average()
     data.write_json(results, args.output_json, indent=2)
     print(json.dumps(results, indent=2))
     return 0
