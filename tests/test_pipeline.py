@@ -4,15 +4,18 @@ one whole run on a tiny model and dataset (SIDs from the given index, a test sam
 with the paired bootstrap)."""
 
 import json
+import random
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import data
 import pipeline
 import report
 from runtime import InputError
+from scripts import sample_rows
 from tests import tiny
 
 
@@ -179,3 +182,19 @@ def test_whole_run_on_a_given_dataset(tmp_path):
         first = (Path(first_run["outputs"][key]) / "predictions.json").read_bytes()
         assert (Path(rerun["outputs"][key]) / "predictions.json").read_bytes() == first
     assert json.loads((again / "results.json").read_text())["models"] == summary["models"]
+
+
+def test_test_sample_and_its_complement_partition_the_split(tmp_path):
+    paths = tiny.write_dataset(tmp_path, n_users=40)
+    rows = data.read_split_csv(paths["train"])
+    sample, rest = tmp_path / "sample.csv", tmp_path / "rest.csv"
+    sample_rows.main(["--input", str(paths["train"]), "--output", str(sample), "--rows", "25", "--seed", "3"])
+    sample_rows.main(["--input", str(paths["train"]), "--output", str(rest), "--rows", "25", "--seed", "3",
+                      "--complement"])
+    key = lambda r: (r.user_id, r.item_id, tuple(r.history_item_id))  # noqa: E731
+    chosen, left = ([key(r) for r in data.read_split_csv(p)] for p in (sample, rest))
+    assert len(chosen) == 25 and len(left) == len(rows) - 25
+    assert sorted(chosen + left) == sorted(key(r) for r in rows)
+    # the sample is random.sample over the rows, as it always was; the complement keeps file order
+    assert chosen == [key(r) for r in random.Random(3).sample(rows, 25)]
+    assert left == [key(r) for r in rows if key(r) not in set(chosen)]

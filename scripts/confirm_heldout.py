@@ -1,0 +1,94 @@
+"""Confirm a setting chosen on the pipeline's test sample on the test rows the sample left out.
+
+Settings picked by comparing variants on one sample of test rows are then tested on rows that took
+no part in the choice: the split's test rows outside the sample (`scripts/sample_rows.py
+--complement`, same seed). The run's own SFT and SFT+RL checkpoints are evaluated there with the
+run's evaluation command, and SFT+RL is compared with SFT by a paired bootstrap over those rows.
+
+    python scripts/confirm_heldout.py --run rl_budget/sasrec_sid_240_lr3e-4/seed42
+
+Writes results/heldout/<run with / as ->.json (metrics of both models, the differences with their
+95% intervals, the command, the commit).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import data
+from metrics import compute_metrics
+from report import paired_bootstrap, per_row_metric, row_ranks
+from runtime import ArgumentParser, InputError, run_main
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ("HR@10", "NDCG@10")
+
+
+def stage(run: dict, name: str, run_json: Path) -> tuple[Path, list[list[str]]]:
+    if name not in run["stages"]:
+        raise InputError(f"{run_json}: no stage {name!r}: run the pipeline through eval_rl first")
+    folder = Path(run["stages"][name]["dir"])
+    done = folder / ".done.json"
+    if not done.is_file():
+        raise InputError(f"{folder}: stage {name} has not finished (no .done.json)")
+    return folder, json.loads(done.read_text())["commands"]
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--run", required=True, help="a pipeline run under --runs_dir (its run.json)")
+    parser.add_argument("--runs_dir", default=str(REPO / "runs"))
+    parser.add_argument("--out_dir", default=str(REPO / "results" / "heldout"))
+    args = parser.parse_args(argv)
+
+    run_json = Path(args.runs_dir) / args.run / "run.json"
+    if not run_json.is_file():
+        raise InputError(f"--run {args.run}: {run_json} not found")
+    run = json.loads(run_json.read_text())
+    _, sample_commands = stage(run, "test_sample", run_json)
+    sample = sample_commands[0]
+    work = Path(args.runs_dir) / "heldout" / args.run.replace("/", "-")
+    heldout_csv = work / "test.csv"
+    if not heldout_csv.is_file():
+        subprocess.run([sys.executable, "scripts/sample_rows.py", "--input", option(sample, "--input"),
+                        "--output", str(heldout_csv), "--rows", option(sample, "--rows"), "--seed",
+                        option(sample, "--seed"), "--complement"], cwd=REPO, check=True)
+
+    predictions = {}
+    for model, eval_stage in (("SFT", "eval_sft"), ("SFT+RL", "eval_rl")):
+        _, commands = stage(run, eval_stage, run_json)
+        evaluate = next(c for c in commands if "evaluate.py" in c)
+        out = work / eval_stage / "predictions.json"
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            command = list(evaluate)
+            command[command.index("--test_data_path") + 1] = str(heldout_csv)
+            command[command.index("--result_json_data") + 1] = str(out)
+            subprocess.run(command, cwd=REPO, check=True)
+        predictions[model] = out
+
+    ranks = {model: row_ranks(path)[1] for model, path in predictions.items()}
+    report = {
+        "command": ["python", "scripts/confirm_heldout.py", "--run", args.run],
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+        "run_command": run["command"], "heldout_rows": len(ranks["SFT"]),
+        "models": {model: {k: v for k, v in compute_metrics(json.loads(path.read_text())).items() if k in METRICS}
+                   for model, path in predictions.items()},
+        "rl_vs_sft": {metric: paired_bootstrap(per_row_metric(ranks["SFT"], metric),
+                                               per_row_metric(ranks["SFT+RL"], metric)) for metric in METRICS},
+    }
+    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}.json"
+    data.write_json(report, out, indent=2)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
