@@ -11,8 +11,9 @@ Stages run here with the model's real code on real Office prompts; their FLOPs a
 torch's FlopCounterMode (matmuls and attention, forward and backward) and each timed run sits
 between two fp32 peak measurements at the stage's thread count, so the fraction divides by the
 peak of the same minutes (the machine is shared and its speed drifts):
-- sft_step: forward + backward + AdamW step of --sft_rows prompts with their target SID, the loss
-  over the response positions only (LM head there only, as sft.py's trainer); 2 threads;
+- sft_step: one optimiser step of sft.py's own Trainer (ResponseOnlyTrainer: loss and LM head over
+  the response positions only, no KV cache; gradient clipping; its optimiser) on a micro-batch of
+  --sft_rows prompts + target SID from its collator; 2 threads;
 - rl_generation: beam search of G (--num_generations) distinct SIDs for one prompt; 2 threads;
 - rl_reference: the reference model's log-probs of those G completions (no grad); 2 threads;
 - rl_policy: the policy's forward + backward + AdamW step over the same G rows; 2 threads;
@@ -31,6 +32,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import data  # noqa: E402
 import hardware  # noqa: E402
+import sft  # noqa: E402
 from benchmarks import bench_decoding  # noqa: E402
 from decoding import sid_beam_search  # noqa: E402
 from modeling import left_pad, positions_from_mask  # noqa: E402
@@ -91,14 +94,35 @@ def measure_stage(name, fn, model, threads, repeats, peak_rows):
     return row
 
 
-def response_only_loss(model, prompts, responses, pad_token_id):
-    """sft.py's loss shape: backbone over prompt + response, LM head over the response positions."""
-    seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    ids, mask, pos = left_pad(seqs, pad_token_id, "cpu")
-    keep = max(len(r) for r in responses)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep + 1).logits[:, :-1]
-    labels = ids[:, -keep:].masked_fill(mask[:, -keep:] == 0, -100)
-    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1))
+def sft_rows(prompts, responses):
+    """SFT examples as sft.py's datasets make them: prompt + response, labels on the response only."""
+    return [{"input_ids": list(p) + list(r), "attention_mask": [1] * (len(p) + len(r)),
+             "labels": [-100] * len(p) + list(r)} for p, r in zip(prompts, responses)]
+
+
+def sft_trainer(model, tokenizer, output_dir, rows, optim=""):
+    """sft.py's Trainer around `model`: its ResponseOnlyTrainer, TrainingArguments (so its optimiser:
+    `optim`, or sft.py's default when empty) and collator, at learning rate 0 so the stages leave the
+    weights as they are. `rows` stand for its datasets (the Trainer checks that an evaluation set
+    exists; neither is iterated here)."""
+    training_args = sft.build_training_arguments(output_dir, micro_batch_size=1, gradient_accumulation_steps=1,
+                                                  num_epochs=1, learning_rate=0.0, bf16=False, seed=0,
+                                                  **({"optim": optim} if optim else {}))
+    trainer = sft.ResponseOnlyTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=rows,
+                                      data_collator=sft.sft_collator(tokenizer))
+    trainer.create_optimizer()
+    return trainer
+
+
+def sft_optimizer_step(trainer, batch):
+    """What the Trainer's loop does per optimiser step of one micro-batch (its training_step without
+    the loop's bookkeeping): sft.py's loss, backward, gradient clipping, the optimiser's step,
+    gradients cleared."""
+    trainer.model.train()
+    trainer.accelerator.backward(trainer.compute_loss(trainer.model, batch))
+    trainer.accelerator.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.model.zero_grad()
 
 
 def completion_logps(model, prompt, completions, pad_token_id):
@@ -115,6 +139,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     p.add_argument("--sft_rows", type=int, default=8, help="rows per SFT step (the benchmark's micro-batch)")
+    p.add_argument("--sft_optim", default="",
+                   help="optimiser of the sft_step stage (transformers' names, e.g. adamw_torch_fused); empty: sft.py's default")
     p.add_argument("--num_generations", type=int, default=16, help="G: completions per RL prompt")
     p.add_argument("--num_beams", type=int, default=50, help="evaluation beams")
     p.add_argument("--eval_users", type=int, default=8, help="users of the evaluation stage (one batch)")
@@ -161,12 +187,13 @@ def main(argv=None):
     responses = [t[: int((t != trie.eos_token_id).sum()) + 1].tolist() for t in targets]
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the stages leave the weights as they are
 
+    sft_workdir = tempfile.TemporaryDirectory(prefix="roofline-sft-")  # the Trainer creates its output_dir
+    rows = sft_rows(prompts[: args.sft_rows], responses)
+    trainer = sft_trainer(model, tok, sft_workdir.name, rows, args.sft_optim)
+    batch = trainer.data_collator(rows)  # one micro-batch, padded as sft.py pads it
+
     def sft_step():
-        model.train()
-        loss = response_only_loss(model, prompts[: args.sft_rows], responses, tok.pad_token_id)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        sft_optimizer_step(trainer, batch)
 
     g = args.num_generations
     rl_prompt = prompts[args.sft_rows]
@@ -196,8 +223,9 @@ def main(argv=None):
               ("rl_reference", rl_reference, 2, g * 128), ("rl_policy", rl_policy, 2, g * 128),
               ("eval", evaluation, 1, args.eval_users * args.num_beams)]
     report["rl_shapes"] = {"G": g, "prompt_tokens": len(rl_prompt), "completion_tokens": max(map(len, completions))}
-    report["sft_shapes"] = {"rows": args.sft_rows, "tokens": sum(len(x) for x in prompts[: args.sft_rows])
-                            + sum(map(len, responses))}
+    report["sft_shapes"] = {"rows": args.sft_rows, "tokens": int(batch["attention_mask"].sum()),
+                            "width": batch["input_ids"].shape[1], "optimizer": trainer.args.optim.value,
+                            "fused_optimizer": bool(trainer.optimizer.defaults["fused"])}
     wanted = args.stages.split(",")
     for name, fn, threads, rows in stages:
         if name not in wanted:

@@ -74,7 +74,8 @@ def test_new_sid_rows_start_at_the_scale_of_existing_rows(workspace):
     assert torch.equal(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
 
 
-def test_freeze_llm_moves_only_new_rows(workspace, tmp_path):
+@pytest.mark.parametrize("optim", ["adamw_torch", "adamw_torch_fused"])
+def test_freeze_llm_moves_only_new_rows(workspace, tmp_path, optim):
     root, paths = workspace
     set_seed(0)
     initial, tok = sft.prepare_model_and_tokenizer(
@@ -85,7 +86,8 @@ def test_freeze_llm_moves_only_new_rows(workspace, tmp_path):
     new_ids = tok.convert_tokens_to_ids(data.sid_tokens_of_index(data.read_index(paths["index"])))
     assert min(new_ids) == n_original and max(new_ids) == len(tok) - 1
 
-    trainer = sft.train(**_args(root, paths, tmp_path / "out", freeze_LLM=True, num_epochs=1))
+    trainer = sft.train(**_args(root, paths, tmp_path / "out", freeze_LLM=True, num_epochs=1, optim=optim))
+    assert bool(trainer.optimizer.defaults["fused"]) == (optim == "adamw_torch_fused")
     trained = trainer.model.state_dict()
     emb_name = next(n for n in trained if "embed_tokens" in n)
     for name, value in trained.items():
@@ -104,6 +106,8 @@ def test_errors_before_training(workspace, tmp_path):
         sft.train(**_args(root, paths, tmp_path / "o", base_model=str(tmp_path / "nope")))
     with pytest.raises(InputError, match="--sid_index_path"):
         sft.train(**_args(root, paths, tmp_path / "o", sid_index_path=str(tmp_path / "none.json")))
+    with pytest.raises(InputError, match="--optim 'adamw_nope'"):
+        sft.train(**_args(root, paths, tmp_path / "o", optim="adamw_nope"))
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(data.DataFormatError, match="empty"):
@@ -220,6 +224,8 @@ def test_the_original_recipe_is_the_default():
     assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
     assert args.logging_steps == 1 and args.per_device_eval_batch_size == args.per_device_train_batch_size == 4
     assert args.optim == "adamw_torch" and args.weight_decay == 0.0
+    fused = sft.build_training_arguments("unused_out", 4, 32, 10, 3e-4, False, 42, optim="adamw_torch_fused")
+    assert fused.optim == "adamw_torch_fused"
     cosine = sft.build_training_arguments("unused_out", 4, 32, 10, 3e-4, False, 42, lr_scheduler_type="cosine",
                                           warmup_ratio=0.03)
     assert (cosine.lr_scheduler_type, cosine.warmup_steps) == ("cosine", 0.03)
