@@ -173,6 +173,21 @@ class Pipeline:
         return out
 
 
+def finished_stage(run_dir: Path, name: str) -> tuple[Path, list[list[str]]]:
+    """A finished stage of a run (`runs/<run>/run.json`): its folder and the commands that made it
+    (scripts/run_twice.py and scripts/confirm_heldout.py replay them)."""
+    run_json = Path(run_dir) / "run.json"
+    if not run_json.is_file():
+        raise InputError(f"{run_json}: not found (run the pipeline first)")
+    stages = json.loads(run_json.read_text())["stages"]
+    if name not in stages:
+        raise InputError(f"{run_json}: no stage {name!r} (stages: {', '.join(stages)})")
+    folder = Path(stages[name]["dir"])
+    if not (folder / ".done.json").is_file():
+        raise InputError(f"{folder}: stage {name} has not finished (no .done.json)")
+    return folder, stages[name]["commands"]
+
+
 def git_state() -> tuple[str, list[str]]:
     """The commit the code ran at (+ '-dirty' when tracked files differ from it), and those files."""
     def git(*args):

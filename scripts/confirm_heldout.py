@@ -20,21 +20,12 @@ from pathlib import Path
 
 import data
 from metrics import compute_metrics
+from pipeline import finished_stage
 from report import paired_bootstrap, per_row_metric, row_ranks
-from runtime import ArgumentParser, InputError, run_main
+from runtime import ArgumentParser, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("HR@10", "NDCG@10")
-
-
-def stage(run: dict, name: str, run_json: Path) -> tuple[Path, list[list[str]]]:
-    if name not in run["stages"]:
-        raise InputError(f"{run_json}: no stage {name!r}: run the pipeline through eval_rl first")
-    folder = Path(run["stages"][name]["dir"])
-    done = folder / ".done.json"
-    if not done.is_file():
-        raise InputError(f"{folder}: stage {name} has not finished (no .done.json)")
-    return folder, json.loads(done.read_text())["commands"]
 
 
 def option(command: list[str], flag: str) -> str:
@@ -48,11 +39,9 @@ def main(argv=None):
     parser.add_argument("--out_dir", default=str(REPO / "results" / "heldout"))
     args = parser.parse_args(argv)
 
-    run_json = Path(args.runs_dir) / args.run / "run.json"
-    if not run_json.is_file():
-        raise InputError(f"--run {args.run}: {run_json} not found")
-    run = json.loads(run_json.read_text())
-    _, sample_commands = stage(run, "test_sample", run_json)
+    run_dir = Path(args.runs_dir) / args.run
+    _, sample_commands = finished_stage(run_dir, "test_sample")
+    run = json.loads((run_dir / "run.json").read_text())
     sample = sample_commands[0]
     work = Path(args.runs_dir) / "heldout" / args.run.replace("/", "-")
     heldout_csv = work / "test.csv"
@@ -63,7 +52,7 @@ def main(argv=None):
 
     predictions = {}
     for model, eval_stage in (("SFT", "eval_sft"), ("SFT+RL", "eval_rl")):
-        _, commands = stage(run, eval_stage, run_json)
+        _, commands = finished_stage(run_dir, eval_stage)
         evaluate = next(c for c in commands if "evaluate.py" in c)
         out = work / eval_stage / "predictions.json"
         if not out.is_file():

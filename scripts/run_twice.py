@@ -4,7 +4,7 @@ folder, and compare the two runs' outputs with each other and with the stage's o
     python scripts/run_twice.py --run ml100k-small --stage rl     # RL on 2 processes, then its evaluation
     python scripts/run_twice.py --run ml100k-small --stage rl --nproc 1
 
-The stage's recorded commands (runs/stages/<stage>-<hash>/.done.json) are replayed with the output
+The stage's recorded commands (runs/<run>/run.json) are replayed with the output
 folders replaced; for `rl` the evaluation command is replayed on each copy too. Compared: the
 saved weights (bit for bit, else the largest absolute difference), the predictions file (bit for
 bit, else the share of rows whose ranked list differs) and HR/NDCG@10. Writes
@@ -24,20 +24,10 @@ from safetensors.numpy import load_file
 
 import data
 from metrics import compute_metrics
-from runtime import ArgumentParser, InputError, run_main
+from pipeline import finished_stage
+from runtime import ArgumentParser, run_main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def stage_commands(run_dir: Path, stage: str) -> tuple[Path, list[list[str]]]:
-    run = json.loads((run_dir / "run.json").read_text())
-    if stage not in run["stages"]:
-        raise InputError(f"{run_dir / 'run.json'}: no stage {stage!r} (stages: {', '.join(run['stages'])})")
-    folder = Path(run["stages"][stage]["dir"])
-    done = folder / ".done.json"
-    if not done.is_file():
-        raise InputError(f"{folder}: the stage has not finished (no .done.json)")
-    return folder, json.loads(done.read_text())["commands"]
 
 
 def replayed(command: list[str], replace: dict[str, str], nproc: int) -> list[str]:
@@ -75,8 +65,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     run_dir = Path(args.runs_dir) / args.run
-    train_dir, train_commands = stage_commands(run_dir, args.stage)
-    eval_dir, eval_commands = stage_commands(run_dir, f"eval_{args.stage}")
+    train_dir, train_commands = finished_stage(run_dir, args.stage)
+    eval_dir, eval_commands = finished_stage(run_dir, f"eval_{args.stage}")
     work = Path(args.work_dir or Path(args.runs_dir) / "reproducibility") / f"{args.run}-{args.stage}-nproc{args.nproc}"
     copies = {}
     for name in ("first", "second"):

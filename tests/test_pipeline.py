@@ -168,6 +168,10 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     # the given index is used as it is: no data/SID stages; the test sample is a stage
     assert list(run["stages"]) == ["test_sample", "sasrec", "sft", "eval_sft", "rl", "eval_rl"]
     assert run["dataset"]["index.json"] == str(tmp_path / "data" / "index.json")
+    folder, commands = pipeline.finished_stage(tmp_path / "runs" / "Toy_Store-tiny", "rl")
+    assert folder == Path(run["stages"]["rl"]["dir"]) and "rl.py" in commands[0]
+    with pytest.raises(InputError, match="no stage 'embeddings'"):
+        pipeline.finished_stage(tmp_path / "runs" / "Toy_Store-tiny", "embeddings")
 
     # an RL override reuses every stage before RL
     pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
