@@ -12,8 +12,8 @@ torch's FlopCounterMode (matmuls and attention, forward and backward) and each t
 between two fp32 peak measurements at the stage's thread count, so the fraction divides by the
 peak of the same minutes (the machine is shared and its speed drifts):
 - sft_step: one optimiser step of sft.py's own Trainer (ResponseOnlyTrainer: loss and LM head over
-  the response positions only, no KV cache; gradient clipping; its optimiser) on a micro-batch of
-  --sft_rows prompts + target SID from its collator; 2 threads;
+  the response positions only, no KV cache; gradient clipping; its optimiser) on the model as
+  sft.py prepares it and a micro-batch of --sft_rows prompts + target SID from its collator; 2 threads;
 - rl_generation: beam search of G (--num_generations) distinct SIDs for one prompt; 2 threads;
 - rl_reference: the reference model's log-probs of those G completions (no grad); 2 threads;
 - rl_policy: the policy's forward + backward + AdamW step over the same G rows; 2 threads;
@@ -46,6 +46,7 @@ import data  # noqa: E402
 import hardware  # noqa: E402
 import sft  # noqa: E402
 from benchmarks import bench_decoding  # noqa: E402
+from convert_gguf import smollm2_gguf_path  # noqa: E402
 from decoding import sid_beam_search  # noqa: E402
 from modeling import left_pad, positions_from_mask  # noqa: E402
 from tests import tiny  # noqa: E402
@@ -92,6 +93,19 @@ def measure_stage(name, fn, model, threads, repeats, peak_rows):
     print(f"{name:14s} {threads} thr: {row['gflop']:8.1f} GFLOP in {t:6.2f} s = {row['achieved_gflops']:6.1f} GFLOP/s, "
           f"{row['fraction_of_peak']:.0%} of the matmul peak {peak:.1f} (load {row['loadavg'][0]})", flush=True)
     return row
+
+
+def sft_model_and_tokenizer(model_name, model, tokenizer):
+    """The model sft.py trains and its tokenizer: for SmolLM2 a copy of its own made by
+    sft.prepare_model_and_tokenizer from the GGUF (the Trainer refuses a model loaded with
+    from_pretrained(gguf_file=...), which stays marked as quantised); the tiny model as it is."""
+    if model_name != "smollm2":
+        return model, tokenizer
+    sft_lm, sft_tok = sft.prepare_model_and_tokenizer(str(smollm2_gguf_path()),
+                                                      data.read_index(bench_decoding.OFFICE / "index.json"), "fp32")
+    if sft_tok.get_vocab() != tokenizer.get_vocab():
+        raise RuntimeError("sft.py's tokenizer differs from the benchmark's: the prompts' token ids would not match")
+    return sft_lm, sft_tok
 
 
 def sft_rows(prompts, responses):
@@ -189,7 +203,7 @@ def main(argv=None):
 
     sft_workdir = tempfile.TemporaryDirectory(prefix="roofline-sft-")  # the Trainer creates its output_dir
     rows = sft_rows(prompts[: args.sft_rows], responses)
-    trainer = sft_trainer(model, tok, sft_workdir.name, rows, args.sft_optim)
+    trainer = sft_trainer(*sft_model_and_tokenizer(args.model, model, tok), sft_workdir.name, rows, args.sft_optim)
     batch = trainer.data_collator(rows)  # one micro-batch, padded as sft.py pads it
 
     def sft_step():
