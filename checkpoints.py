@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -55,14 +56,22 @@ def _stamp(path: Path):
     return {f.name: _stamp(f) for f in sorted(path.iterdir()) if f.is_file()}
 
 
-def run_record(settings: dict) -> dict:
+def flag_defaults(entry_point) -> dict:
+    """The default of each flag of an entry point (its keyword parameters)."""
+    return {name: parameter.default for name, parameter in inspect.signature(entry_point).parameters.items()
+            if parameter.default is not inspect.Parameter.empty}
+
+
+def run_record(settings: dict, defaults: dict | None = None) -> dict:
     """What identifies a run: its settings (flag -> value, without NOT_PART_OF_THE_RUN), a stamp of
-    each input a string setting names, and the number of processes. JSON-normal (tuples as lists),
-    so a record read back from a checkpoint compares equal."""
+    each input a string setting names, and the number of processes; with the flags' `defaults`, a
+    flag added to the script after a checkpoint was saved does not make it another run while it
+    keeps its default. JSON-normal (tuples as lists), so a record read back compares equal."""
     kept = {name: value for name, value in sorted(settings.items()) if name not in NOT_PART_OF_THE_RUN}
     inputs = {name: _stamp(Path(value)) for name, value in kept.items()
               if isinstance(value, str) and value and Path(value).exists()}
-    record = {"settings": kept, "inputs": inputs, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+    record = {"settings": kept, "inputs": inputs, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+              "defaults": {name: value for name, value in (defaults or {}).items() if name in kept}}
     return json.loads(json.dumps(record, default=str))
 
 
@@ -73,7 +82,9 @@ def differences(saved: dict, current: dict) -> list[str]:
     found = []
     for name in sorted(set(saved["settings"]) | set(current["settings"])):
         before, now = saved["settings"].get(name, "(unset)"), current["settings"].get(name, "(unset)")
-        if before != now:
+        added_since_at_its_default = name not in saved["settings"] and now == current.get("defaults", {}).get(
+            name, "(unset)")
+        if before != now and not added_since_at_its_default:
             found.append(f"--{name} was {before!r}, now {now!r}")
     for name in sorted(set(saved.get("inputs", {})) | set(current["inputs"])):
         if name in saved["settings"] and saved["settings"].get(name) != current["settings"].get(name):

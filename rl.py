@@ -34,7 +34,7 @@ from datasets import Dataset as HFDataset
 from transformers import set_seed
 
 import data
-from checkpoints import run_record, save_outputs
+from checkpoints import flag_defaults, run_record, save_outputs
 from minionerec_trainer import ReReConfig, ReReTrainer
 from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer
 from rewards import SASREC_SCORES, build_reward_funcs
@@ -449,7 +449,7 @@ def train(
         eval_dataset=eval_data, trie=sid_trie, title_trie=title_trie, processing_class=tokenizer,
         test_prompts=test_rows,
     )
-    trainer.run_record = run_record(run_settings)  # resume only a checkpoint of these settings
+    trainer.run_record = run_record(run_settings, flag_defaults(train))  # resume only a checkpoint of these settings
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
     # the accelerator's own count: proves the processes really trained together
     logger.info("rank %d of %d finished RL at step %d",

@@ -39,7 +39,7 @@ from transformers import (
 from transformers.training_args import OptimizerNames
 
 import data
-from checkpoints import RunCheckpoints, run_record, save_outputs
+from checkpoints import RunCheckpoints, flag_defaults, run_record, save_outputs
 from runtime import InputError, report_to, require_paths, run_cli
 from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask
 
@@ -406,7 +406,7 @@ def train(
         callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)],
     )
     model.config.use_cache = False
-    trainer.run_record = run_record(run_settings)  # resume only a checkpoint of these settings
+    trainer.run_record = run_record(run_settings, flag_defaults(train))  # resume only a checkpoint of these settings
 
     # --- train and save -----------------------------------------------------------------------
     trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)

@@ -129,6 +129,12 @@ def test_record_names_what_differs(tmp_path):
     assert checkpoints.differences(saved, _record(train_file=str(train_file), learning_rate=0.1))[0] == \
         "--learning_rate was 0.001, now 0.1"
     assert checkpoints.differences({}, saved) == ["the checkpoint has no run settings"]
+    # a flag the script gained after the checkpoint: the same run while it keeps its default
+    older = _record()
+    newer = checkpoints.run_record({**older["settings"], "optim": "adamw_torch"}, {"optim": "adamw_torch"})
+    assert checkpoints.differences(older, newer) == []
+    changed = checkpoints.run_record({**older["settings"], "optim": "adamw_torch_fused"}, {"optim": "adamw_torch"})
+    assert checkpoints.differences(older, changed) == ["--optim was '(unset)', now 'adamw_torch_fused'"]
 
 
 def test_explicit_checkpoint_folder(tmp_path, caplog):
