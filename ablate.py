@@ -102,11 +102,22 @@ def summarise(grid: dict, cells: dict[tuple[str, int], dict]) -> dict:
                 **{m: np.mean([r[m] for r in rows], axis=0) for m in grid["metrics"]},
                 "seeds": {m: [float(r[m].mean()) for r in rows] for m in grid["metrics"]}}
 
+    def test_rows(variant: str) -> list | None:
+        """The test rows a variant was scored on, by user and item (not by SID: a grid over SID
+        methods scores the same rows under other SIDs), when its run recorded its test sample."""
+        stages = cells[variant, grid["seeds"][0]].get("stages", {})
+        if "test_sample" not in stages:
+            return None
+        sample = Path(stages["test_sample"]["dir"]) / "test.csv"
+        return [(row.user_id, row.item_id) for row in data.read_split_csv(sample)]
+
     per_row = {variant: seed_averaged(variant, output_key) for variant in variants}
     reference = variants[0]
     summary = {}
     for variant in variants:
-        if per_row[variant]["targets"] != per_row[reference]["targets"]:
+        same_rows = (per_row[variant]["targets"] == per_row[reference]["targets"]
+                     or test_rows(variant) is not None and test_rows(variant) == test_rows(reference))
+        if not same_rows:
             raise ValueError(f"variants {reference} and {variant} were scored on different test rows")
         # an RL variant against its own starting point: the SFT model of the same cells
         sft = seed_averaged(variant, "eval_sft_dir") if grid["model"] == "SFT+RL" else None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ablate
+import data
 import pipeline
 from runtime import InputError
 
@@ -118,3 +119,28 @@ def test_grid_on_another_dataset(tmp_path, monkeypatch):
     assert calls[0][-2:] == ["--until", "eval_sft"]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["grid"]["name"] == "g-office"
+
+
+def test_variants_with_other_sids_compare_on_the_same_test_rows(tmp_path):
+    """A grid over SID methods: the same test rows under other SID strings are comparable; other
+    rows are not."""
+    grid = {"model": "SFT", "seeds": [1], "metrics": ["HR@1"], "variants": {"a": [], "b": [], "c": []}}
+    rows = [{"user_id": f"U{i}", "item_id": i, "history_item_id": [i + 1], "item_sid": t,
+             "history_item_sid": ["<a_1><b_1>"], "item_title": "x", "history_item_title": ["y"]}
+            for i, t in enumerate(TARGETS)]
+    cells = {}
+    for variant, sid_prefix, first_user in (("a", "<a_", 0), ("b", "<z_", 0), ("c", "<z_", 1)):
+        folder = tmp_path / variant
+        variant_rows = [{**row, "user_id": f"U{i + first_user}", "item_sid": row["item_sid"].replace("<a_", sid_prefix)}
+                        for i, row in enumerate(rows)]
+        data.write_split_csv(variant_rows, folder / "sample" / "test.csv")
+        (folder / "eval").mkdir(parents=True)
+        (folder / "eval" / "predictions.json").write_text(json.dumps(
+            [{"output": r["item_sid"], "predict": [r["item_sid"]]} for r in variant_rows]))
+        cells[variant, 1] = {"run_dir": str(folder), "outputs": {"eval_sft_dir": str(folder / "eval")},
+                             "stages": {"sft": {"seconds": 1.0}, "test_sample": {"dir": str(folder / "sample")}}}
+    with pytest.raises(ValueError, match="variants a and c were scored on different test rows"):
+        ablate.summarise(grid, cells)
+    del grid["variants"]["c"]
+    summary = ablate.summarise(grid, cells)
+    assert summary["b"]["HR@1"]["vs_reference"]["diff"] == 0.0
