@@ -129,7 +129,9 @@ def encode_texts(texts: list[str], encoder_path=None, pooling="mean", normalize=
         raise InputError("no texts to encode (empty catalogue)")
     if pooling not in POOLINGS:
         raise InputError(f"--pooling {pooling!r}: choose one of {POOLINGS}")
-    state = PartialState()
+    # without cpu=True, accelerate on a machine without CUDA sees each torchrun process as a run of
+    # its own (DistributedType.NO), and every process would encode every text
+    state = PartialState(cpu=not torch.cuda.is_available())
     tokenizer, model = load_encoder(encoder_path, dtype, state.device)
 
     unique_texts, text_of_item = np.unique(np.array(texts, dtype=object), return_inverse=True)

@@ -352,10 +352,13 @@ def test_two_processes_write_the_one_process_embeddings(tmp_path, tiny_encoder):
     flags = ["--item_meta_path", str(item_json), "--encoder_path", str(tiny_encoder), "--batch_size", "4",
              "--max_length", "16", "--dtype", "float32"]
     embeddings.main(flags + ["--output_path", str(tmp_path / "one.npy")])
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    str(REPO / "rq" / "embeddings.py"), *flags, "--output_path", str(tmp_path / "two.npy")],
-                   check=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(REPO / "rq" / "embeddings.py"), *flags, "--output_path", str(tmp_path / "two.npy")],
+                         check=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True)
     assert np.array_equal(np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy"))
+    # the work is shared: each process encodes its own batches (not every text)
+    assert "process 0 of 2" in two.stderr and "process 1 of 2" in two.stderr
 
 
 def test_build_sids_with_an_encoder_folder(tmp_path, tiny_encoder):
