@@ -24,6 +24,7 @@ bootstrap over the same test rows (95% interval).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -102,14 +103,15 @@ def summarise(grid: dict, cells: dict[tuple[str, int], dict]) -> dict:
                 **{m: np.mean([r[m] for r in rows], axis=0) for m in grid["metrics"]},
                 "seeds": {m: [float(r[m].mean()) for r in rows] for m in grid["metrics"]}}
 
-    def test_rows(variant: str) -> list | None:
+    @functools.cache  # the reference's rows are compared with every other variant's
+    def test_rows(variant: str) -> tuple | None:
         """The test rows a variant was scored on, by user and item (not by SID: a grid over SID
         methods scores the same rows under other SIDs), when its run recorded its test sample."""
         stages = cells[variant, grid["seeds"][0]].get("stages", {})
         if "test_sample" not in stages:
             return None
         sample = Path(stages["test_sample"]["dir"]) / "test.csv"
-        return [(row.user_id, row.item_id) for row in data.read_split_csv(sample)]
+        return tuple((row.user_id, row.item_id) for row in data.read_split_csv(sample))
 
     per_row = {variant: seed_averaged(variant, output_key) for variant in variants}
     reference = variants[0]

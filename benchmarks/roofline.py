@@ -241,10 +241,10 @@ def main(argv=None):
                             "width": batch["input_ids"].shape[1], "optimizer": trainer.args.optim.value,
                             "fused_optimizer": bool(trainer.optimizer.defaults["fused"])}
     wanted = args.stages.split(",")
-    for name, fn, threads, rows in stages:
+    for name, fn, threads, peak_rows in stages:
         if name not in wanted:
             continue
-        report["stages"].append(measure_stage(name, fn, model, threads, args.repeats, rows))
+        report["stages"].append(measure_stage(name, fn, model, threads, args.repeats, peak_rows))
         if name == "eval":
             report["stages"][-1]["users"] = args.eval_users
             report["stages"][-1]["seconds_per_user"] = report["stages"][-1]["seconds"] / args.eval_users
