@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList  # noqa: E402
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 import data  # noqa: E402
 from convert_gguf import GGUF_NAME, smollm2_gguf_path  # noqa: E402
@@ -45,7 +45,7 @@ from LogitProcessor import (  # noqa: E402
     explicit_generation_config,
     neutral_model_generation_config,
 )
-from modeling import left_pad  # noqa: E402
+from modeling import left_pad, load_causal_lm  # noqa: E402
 from sid_trie import SidTrie  # noqa: E402
 from tests import tiny  # noqa: E402
 
@@ -197,7 +197,7 @@ def bench_model(name, model, tok, trie, prompts, args, baseline_users):
     prefix_index = len(tok("### Response:\n")["input_ids"])
     hash_dict = documents_hash_dict(tok, trie.sids, prefix_index)
     base_prompts = prompts[:n_base]
-    for kind in args.baselines.split(","):
+    for kind in filter(None, args.baselines.split(",")):
         out, t = timed(lambda: run_hf(model, tok, trie, base_prompts, args.num_beams, args.baseline_batch_size,
                                       kind, hash_dict, prefix_index))
         invalid = sum(s not in sids_set for row in out for s in row)
@@ -242,7 +242,7 @@ def office_tokenizer_trie_and_test_set(folder):
 
 def load_smollm2_with_sids(folder, tok):
     """SmolLM2-135M (fp32, de-quantised GGUF) with embedding rows for `tok`'s added SID tokens."""
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME, dtype=torch.float32)
+    model = load_causal_lm(folder / GGUF_NAME, dtype=torch.float32)  # savable: no GGUF quantisation marker
     old = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tok), mean_resizing=False)
     with torch.no_grad():  # random SID rows at the scale of the others (tied output embeddings):
@@ -261,7 +261,8 @@ def main(argv=None):
     p.add_argument("--baseline_batch_size", type=int, default=4, help="prompts per batch, HF generate")
     p.add_argument("--agreement_users", type=int, default=100, help="users for the tiny-model agreement figure")
     p.add_argument("--baselines", default="hf_vectorised,documents",
-                   help="HF generate methods to compare with, comma-separated: hf_vectorised, documents")
+                   help="HF generate methods to compare with, comma-separated: hf_vectorised, documents "
+                        "(empty: the fast path only)")
     p.add_argument("--rounds", type=int, default=2,
                    help="interleaved rounds of (matmul peak, fast run, fast run on whole prompts)")
     p.add_argument("--tiny_only", action="store_true")
