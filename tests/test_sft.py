@@ -62,7 +62,7 @@ def test_new_sid_rows_start_at_the_scale_of_existing_rows(workspace):
     root, paths = workspace
     model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]), seed=0)
     n_original = len(tiny.make_tokenizer("gpt2_bpe"))
-    weight = model.get_input_embeddings().weight.detach()
+    weight = model.get_input_embeddings().weight.detach().float()  # bf16 where --precision auto picks it
     old, new = weight[:n_original], weight[n_original:]
     assert new.shape[0] == len(tok) - n_original > 0
     # distinct rows: pairwise distances like those between existing rows, not ~1e-5 of them
