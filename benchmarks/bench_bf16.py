@@ -2,7 +2,7 @@
 
     python pipeline.py --run ml100k-small-fp32 --set sft.precision=fp32 --set eval.precision=fp32 \
         --set rl.precision=fp32                           # the trained checkpoint (fp32 throughout)
-    python benchmarks/bench_bf16.py --run_dir runs/ml100k-small-fp32
+    python benchmarks/bench_bf16.py --run_dir runs/ml100k-small-fp32   # its SFT checkpoint, test rows, beams
 
 Runs evaluate.py twice as whole processes on the same checkpoint, test rows and beams, once with
 --precision fp32 and once with --precision bf16 (weights cast to bf16, as `--precision auto` does on a
@@ -31,6 +31,16 @@ import metrics  # noqa: E402
 from benchmarks.bench_decoding import agreement, git  # noqa: E402
 
 
+def from_run(run_dir: Path) -> dict:
+    """The SFT checkpoint, info file, test sample, category and evaluation flags of a pipeline run."""
+    run = json.loads((run_dir / "run.json").read_text())
+    flags = run["profile"]["eval"]
+    return {"checkpoint": str(Path(run["outputs"]["sft_dir"]) / "final_checkpoint"),
+            "info_file": run["dataset"]["info.txt"], "test_file": run["outputs"]["test_csv"],
+            "category": run["category"], "num_beams": flags["num_beams"], "batch_size": flags["batch_size"],
+            "prompt_style": flags.get("prompt_style", "upstream")}
+
+
 def evaluate(precision: str, args, out: Path) -> float:
     """Seconds of one evaluate.py process, launch to exit."""
     cmd = [sys.executable, str(REPO / "evaluate.py"), "--base_model", args.checkpoint, "--info_file", args.info_file,
@@ -44,16 +54,23 @@ def evaluate(precision: str, args, out: Path) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="trained HF checkpoint folder (e.g. the pipeline's SFT)")
-    p.add_argument("--info_file", required=True)
-    p.add_argument("--test_file", required=True)
+    p.add_argument("--run_dir", default=None, help="a pipeline run (runs/<name>): its SFT checkpoint, info file, "
+                                                    "test sample and evaluation flags are the defaults below")
+    p.add_argument("--checkpoint", help="trained HF checkpoint folder (e.g. the pipeline's SFT)")
+    p.add_argument("--info_file")
+    p.add_argument("--test_file")
     p.add_argument("--category", default="ml-100k")
     p.add_argument("--prompt_style", default="upstream")
     p.add_argument("--num_beams", type=int, default=20)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--users", type=int, default=0, help="first N test rows (0: all)")
     p.add_argument("--out", default=str(OUT))
+    known, _ = p.parse_known_args(argv)
+    if known.run_dir:
+        p.set_defaults(**from_run(Path(known.run_dir)))
     args = p.parse_args(argv)
+    if not (args.checkpoint and args.info_file and args.test_file):
+        p.error("give --run_dir, or --checkpoint, --info_file and --test_file")
 
     report = {"command": ["benchmarks/bench_bf16.py", *(argv if argv is not None else sys.argv[1:])],
               "commit": git("rev-parse", "--short", "HEAD"),
