@@ -216,3 +216,14 @@ def test_every_flag_of_the_original_evaluate_py_and_sh_with_its_default():
     sh_flags = set(re.findall(r"--(\w+)", (UPSTREAM / "evaluate.sh").read_text().split("evaluate.py", 1)[1]
                               .split("&", 1)[0]))
     assert sh_flags and sh_flags <= set(ours), sh_flags - set(ours)
+
+
+def test_auto_precision_ranks_in_fp32_on_a_cpu(monkeypatch):
+    import hardware
+    import modeling
+
+    monkeypatch.setattr(hardware, "cpu_prefers_bf16", lambda: True)  # a CPU where training picks bf16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert modeling.default_dtype("auto") == torch.bfloat16
+    assert evaluate.evaluation_dtype("auto") == torch.float32
+    assert evaluate.evaluation_dtype("bf16") == torch.bfloat16
