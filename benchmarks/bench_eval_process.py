@@ -13,8 +13,9 @@ this machine's 2 cores:
 - original_2proc: the original evaluate.sh's way with 2 devices: its split.py, one evaluate.py per
   shard in parallel (1 thread each, as torchrun gives ours), its merge.py;
 - original_1proc: the original's python evaluate.py (torch's default threads).
-The original's files run unchanged through benchmarks/original_evaluate.py, in float32 (see there; the
-original's own bf16 runs at 0.14x of float32 on a CPU without bf16 instructions, roofline.json). The
+The original's files run unchanged through benchmarks/original_evaluate.py, in float32 by default, the
+dtype our evaluate.py's --precision auto ranks in on a CPU; --original_dtype bfloat16 keeps the original's
+own from_pretrained(torch_dtype=torch.bfloat16) (0.14x of float32 on a CPU without bf16 instructions). The
 model folder's name contains "gpt2" because the original picks the length of the "### Response:\\n"
 prefix by the model path (3 tokens, 4 when the path contains "gpt2"), and SmolLM2 makes 4 of it.
 Fit per layout through its smallest and largest size: seconds = fixed + N x per_user (ours also runs
@@ -81,14 +82,14 @@ def ours_flags(model, test_csv, out):
             "--no_progress"]
 
 
-def original_evaluate(model, test_csv, out):
-    return [sys.executable, REPO / "benchmarks" / "original_evaluate.py", "--upstream", UPSTREAM, "--dtype", "float32",
+def original_evaluate(model, test_csv, out, dtype):
+    return [sys.executable, REPO / "benchmarks" / "original_evaluate.py", "--upstream", UPSTREAM, "--dtype", dtype,
             "--", "--base_model", model, "--info_file", OFFICE / "info.txt", "--category", "Office_Products",
             "--test_data_path", test_csv, "--result_json_data", out, "--batch_size", 8, "--num_beams", 50,
             "--max_new_tokens", 256, "--length_penalty", 0.0]
 
 
-def run_layout(layout, model, test_csv, work: Path):
+def run_layout(layout, model, test_csv, work: Path, original_dtype="float32"):
     """Launch `layout` on test_csv; (seconds, predictions file)."""
     out = work / f"{layout}.json"
     start = time.perf_counter()
@@ -98,12 +99,13 @@ def run_layout(layout, model, test_csv, work: Path):
     elif layout == "ours_1proc":
         wait(run([sys.executable, *ours_flags(model, test_csv, out)]))
     elif layout == "original_1proc":
-        wait(run(original_evaluate(model, test_csv, out), UPSTREAM))
+        wait(run(original_evaluate(model, test_csv, out, original_dtype), UPSTREAM))
     else:
         shards = work / "shards"
         wait(run([sys.executable, UPSTREAM / "split.py", "--input_path", test_csv, "--output_path", shards,
                   "--cuda_list", "0,1"]))
-        wait(*[run(original_evaluate(model, shards / f"{i}.csv", shards / f"{i}.json"), UPSTREAM, threads=1)
+        wait(*[run(original_evaluate(model, shards / f"{i}.csv", shards / f"{i}.json", original_dtype), UPSTREAM,
+                    threads=1)
                 for i in (0, 1)])
         wait(run([sys.executable, UPSTREAM / "merge.py", "--input_path", shards, "--output_path", out,
                   "--cuda_list", "0,1"]))
@@ -126,6 +128,8 @@ def main(argv=None):
     p.add_argument("--users", default="8,24", help="comma-separated numbers of test users, smallest first")
     p.add_argument("--ours_users", default="96", help="more sizes for our layouts only (comma-separated)")
     p.add_argument("--layouts", default=",".join(LAYOUTS), help=f"comma-separated, of {', '.join(LAYOUTS)}")
+    p.add_argument("--original_dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the original's weights: float32 (as ours ranks on a CPU) or bfloat16 (its own default)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "minionerec" / "bench"),
                    help="where the model folder is written once")
     p.add_argument("--summarise", action="store_true",
@@ -158,7 +162,8 @@ def main(argv=None):
         "code": {"head": git("rev-parse", "--short", "HEAD"),
                  "dirty_files": [line for line in git("status", "--porcelain").splitlines() if line]},
         "settings": {"users": sizes, "ours_users": ours_sizes, "num_beams": 50, "batch_size": 8,
-                     "test_rows": len(test), "dtype": "float32", "model": "SmolLM2-135M (GGUF de-quantised) + Office SID tokens"},
+                     "test_rows": len(test), "dtype": "float32", "original_dtype": args.original_dtype,
+                     "model": "SmolLM2-135M (GGUF de-quantised) + Office SID tokens"},
         "runs": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +174,7 @@ def main(argv=None):
             test.head(n).to_csv(test_csv, index=False)
             reference = None  # the first layout's top-10 lists: every other layout must return the same
             for layout in layouts if n in sizes else [name for name in layouts if name.startswith("ours")]:
-                seconds, out = run_layout(layout, model, test_csv, work)
+                seconds, out = run_layout(layout, model, test_csv, work, args.original_dtype)
                 lists = top10(out)
                 reference = reference or (layout, lists)
                 identical = sum(a == b for a, b in zip(reference[1], lists)) / n if len(lists) == n else 0.0
