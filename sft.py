@@ -109,35 +109,93 @@ def prepare_model_and_tokenizer(base_model, sid_index, precision="auto",
     return model, tokenizer
 
 
-class ResponseOnlyTrainer(RunCheckpoints, Trainer):
-    """Trainer whose loss computes the LM head only where it is needed. Batches are left-padded, so
-    every response ends at the last position; the logits of the last `keep` positions cover all
-    responses of the batch. Prompts are most of each sequence and the vocabulary is large (49k for
-    SmolLM2), so this skips most of the head's work. Position ids follow the attention mask, as in
-    generation, so left padding does not shift positions."""
+def response_loss(model, inputs, history: HistorySidLoss | None = None):
+    """Cross-entropy over the response tokens, with the LM head computed only where it is needed.
+    Batches are left-padded, so every response ends at the last position; the logits of the last
+    `keep` positions cover all responses of the batch. Prompts are most of each sequence and the
+    vocabulary is large (49k for SmolLM2), so this skips most of the head's work. Position ids
+    follow the attention mask, as in generation, so left padding does not shift positions.
+    `history` adds its weighted auxiliary loss on the prompt's SID tokens (HistorySidLoss)."""
+    labels = inputs["labels"]
+    attention_mask = inputs["attention_mask"]
+    is_response = labels != -100
+    first_response = torch.where(is_response.any(1), is_response.int().argmax(1), labels.shape[1])
+    keep = int((labels.shape[1] - first_response).max()) + 1
+    outputs = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=attention_mask,
+        position_ids=positions_from_mask(attention_mask),
+        logits_to_keep=keep,
+        use_cache=False,  # a training forward needs no KV cache (the config's default builds one)
+        output_hidden_states=history is not None,
+    )
+    logits = outputs.logits[:, :-1].float()
+    targets = labels[:, labels.shape[1] - keep + 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+    )
+    if history is not None:
+        loss = loss + history.weight * history(outputs, inputs)
+    return loss, outputs
 
-    def __init__(self, *args, **kwargs):
+
+class HistorySidLoss:
+    """Auxiliary next-item supervision inside the prompt: every SID token of the history is
+    predicted from the tokens before it, as SASRec supervises every position of a sequence, so one
+    example teaches up to ten transitions instead of one. The softmax runs over the SID tokens only
+    (a few hundred rows of the output embedding, not the whole vocabulary), which keeps it cheap;
+    the response keeps its full-vocabulary loss, and the model reads the same tokens either way.
+
+    `head` is the model's output embedding; the loss needs logits = head(final hidden state),
+    which is checked once on the first batch (a model that scales or caps its logits is refused)."""
+
+    def __init__(self, head: torch.nn.Module, sid_token_ids: list[int], vocab_size: int, weight: float):
+        self.head = head
+        self.weight = weight
+        self.sid_ids = torch.tensor(sorted(sid_token_ids), dtype=torch.long)
+        # token id -> its slot among the SID rows (-1: not a SID token)
+        self.slot = torch.full((vocab_size,), -1, dtype=torch.long)
+        self.slot[self.sid_ids] = torch.arange(len(self.sid_ids))
+        self.checked = False
+
+    def __call__(self, outputs, inputs) -> torch.Tensor:
+        hidden = outputs.hidden_states[-1]
+        if not self.checked:
+            self._check_head(hidden, outputs.logits)
+        next_ids = inputs["input_ids"][:, 1:]
+        slot = self.slot.to(next_ids.device)[next_ids]
+        in_prompt = (inputs["labels"][:, 1:] == -100) & inputs["attention_mask"][:, 1:].bool()
+        predicts_sid = in_prompt & (slot >= 0)
+        if not bool(predicts_sid.any()):
+            return hidden.sum() * 0.0  # no SID in these prompts: a zero that keeps the graph whole
+        states = hidden[:, :-1][predicts_sid].float()
+        rows = self.head.weight[self.sid_ids.to(hidden.device)].float()
+        logits = states @ rows.T
+        if self.head.bias is not None:
+            logits = logits + self.head.bias[self.sid_ids.to(hidden.device)].float()
+        return torch.nn.functional.cross_entropy(logits, slot[predicts_sid])
+
+    @torch.no_grad()
+    def _check_head(self, hidden, logits):
+        own = self.head(hidden[:, -1:]).float()
+        if not torch.allclose(own, logits[:, -1:].float(), atol=1e-3, rtol=1e-3):
+            raise InputError("--history_loss_weight needs a model whose logits are its output embedding applied to "
+                             "the final hidden state; this model scales or caps its logits")
+        self.checked = True
+
+
+class ResponseOnlyTrainer(RunCheckpoints, Trainer):
+    """Trainer whose loss is `response_loss` (LM head only over the responses), plus the history
+    SID loss when `history` is given."""
+
+    def __init__(self, *args, history: HistorySidLoss | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.history = history
         self.loss_is_scaled_for_ga = False  # a per-micro-batch token mean; Trainer divides by GA
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
-        attention_mask = inputs["attention_mask"]
-        is_response = labels != -100
-        first_response = torch.where(is_response.any(1), is_response.int().argmax(1), labels.shape[1])
-        keep = int((labels.shape[1] - first_response).max()) + 1
-        outputs = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=attention_mask,
-            position_ids=positions_from_mask(attention_mask),
-            logits_to_keep=keep,
-            use_cache=False,  # a training forward needs no KV cache (the config's default builds one)
-        )
-        logits = outputs.logits[:, :-1].float()
-        targets = labels[:, labels.shape[1] - keep + 1:]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
-        )
+        # the history loss trains; evaluation loss stays the response's, comparable across runs
+        loss, outputs = response_loss(model, inputs, self.history if model.training else None)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -297,6 +355,7 @@ def train(
     deepspeed: str = "",
     allow_unreachable_targets: bool = False,
     optim: str = "adamw_torch",
+    history_loss_weight: float = 0.0,
 ):
     """Supervised fine-tuning on the original's five SFT tasks concatenated.
 
@@ -347,6 +406,10 @@ def train(
         optim: the Trainer's optimiser (transformers' names): adamw_torch (the original's), or
             adamw_torch_fused, the same update in torch's fused kernel (equal up to float rounding,
             faster steps).
+        history_loss_weight: weight of an auxiliary loss that predicts every SID token of each
+            prompt's history from the tokens before it, over the SID tokens (SASRec-style
+            supervision of every history position; the inputs are the same tokens). 0: the
+            original's loss on the response only.
     """
     run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -361,6 +424,8 @@ def train(
     if optim not in {name.value for name in OptimizerNames}:
         raise InputError(f"--optim {optim!r}: not an optimiser of transformers' Trainer; e.g. adamw_torch_fused, "
                          f"adamw_torch (choices: transformers.training_args.OptimizerNames)")
+    if history_loss_weight < 0:
+        raise InputError(f"--history_loss_weight {history_loss_weight}: must be 0 (off) or positive")
     if eval_sample == 0:
         raise InputError("--eval_sample 0 selects no validation rows: use -1 for all, or a positive count")
     n_processes = world_size()
@@ -397,6 +462,11 @@ def train(
         model.dtype == torch.bfloat16, seed, group_by_length, wandb_project, wandb_run_name,
         lr_scheduler_type, warmup_steps, warmup_ratio, eval_step, logging_steps, max_steps, deepspeed, optim,
     )
+    history = None
+    if history_loss_weight > 0:
+        sid_ids = tokenizer.convert_tokens_to_ids(data.sid_tokens_of_index(catalogue.index))
+        head = model.get_output_embeddings()
+        history = HistorySidLoss(head, sid_ids, head.weight.shape[0], history_loss_weight)
     trainer = ResponseOnlyTrainer(
         model=model,
         args=args,
@@ -404,6 +474,7 @@ def train(
         eval_dataset=eval_data,
         data_collator=sft_collator(tokenizer),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=early_stopping_patience)],
+        history=history,
     )
     model.config.use_cache = False
     trainer.run_record = run_record(run_settings, flag_defaults(train))  # resume only a checkpoint of these settings

@@ -181,10 +181,69 @@ def test_response_only_loss_equals_full_loss(workspace):
     assert batch["input_ids"].shape[1] > max(len(x["input_ids"]) for x in items) - 1
     assert bool((batch["attention_mask"][:, 0] == 0).any()), "the batch is left-padded"
     with torch.no_grad():
-        fast = sft.ResponseOnlyTrainer.compute_loss(None, model, batch)
+        fast, _ = sft.response_loss(model, batch)
         positions = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
         full = model(**batch, position_ids=positions).loss
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_history_sid_loss_equals_plain_reference(workspace):
+    """The history loss (SID-row softmax on the final hidden states of the prompt's SID positions)
+    against a plain loop over full logits: every prompt position whose next token is a SID token,
+    log-softmax over the SID columns, mean negative log-likelihood."""
+    root, paths = workspace
+    from transformers import DataCollatorForSeq2Seq
+
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]))
+    items = data.SidSFTDataset(train_file=paths["train"], tokenizer=tok, max_len=512, sample=6).items
+    batch = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt")(items)
+    sid_ids = tok.convert_tokens_to_ids(data.sid_tokens_of_index(data.read_index(paths["index"])))
+    head = model.get_output_embeddings()
+    history = sft.HistorySidLoss(head, sid_ids, head.weight.shape[0], weight=0.5)
+    with torch.no_grad():
+        response, _ = sft.response_loss(model, batch)
+        both, _ = sft.response_loss(model, batch, history)
+        positions = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     position_ids=positions).logits
+    nll = []
+    for b in range(full.shape[0]):
+        for t in range(full.shape[1] - 1):
+            token = int(batch["input_ids"][b, t + 1])
+            if batch["attention_mask"][b, t + 1] and batch["labels"][b, t + 1] == -100 and token in sid_ids:
+                logp = torch.log_softmax(full[b, t, sid_ids], -1)
+                nll.append(-float(logp[sid_ids.index(token)]))
+    assert len(nll) >= 6 * 3, "every prompt holds at least one history SID"
+    reference = sum(nll) / len(nll)
+    assert (both - response).item() == pytest.approx(0.5 * reference, rel=1e-5)
+
+
+def test_history_loss_trains_the_history_positions(workspace, tmp_path):
+    """With --history_loss_weight the prompt's SID tokens become predictable (the tiny log's next
+    item is a fixed rule of the last one); without it they stay at chance. The evaluation loss
+    stays the response's alone."""
+    root, paths = workspace
+    index = data.read_index(paths["index"])
+
+    def history_nll(trainer):
+        tok = AutoTokenizer.from_pretrained(tmp_path / name / "final_checkpoint")
+        sid_ids = tok.convert_tokens_to_ids(data.sid_tokens_of_index(index))
+        head = trainer.model.get_output_embeddings()
+        probe = sft.HistorySidLoss(head, sid_ids, head.weight.shape[0], weight=1.0)
+        items = data.SidSFTDataset(train_file=paths["valid"], tokenizer=tok, max_len=512, sample=8).items
+        batch = sft.sft_collator(tok)(items)
+        trainer.model.eval()
+        with torch.no_grad():
+            response, _ = sft.response_loss(trainer.model, batch)
+            both, _ = sft.response_loss(trainer.model, batch, probe)
+        return (both - response).item()
+
+    nll = {}
+    for name, weight in (("plain", 0.0), ("history", 1.0)):
+        trainer = sft.train(**_args(root, paths, tmp_path / name, history_loss_weight=weight, num_epochs=1))
+        nll[name] = history_nll(trainer)
+        assert all("eval_loss" in h for h in trainer.state.log_history if "eval_runtime" in h)
+    assert nll["history"] < 0.7 * nll["plain"], nll
 
 
 def test_task_mix_flag():
