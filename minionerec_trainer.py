@@ -95,6 +95,40 @@ def select_candidates(items: torch.Tensor, targets: torch.Tensor, group_size: in
     return items
 
 
+def completion_logits(model, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
+    """Logits [rows, logits_to_keep, vocab] that predict the last `logits_to_keep` tokens of each
+    row (prompt + completion). Consecutive rows with the same prompt (a GRPO group: G completions
+    of one prompt) share one forward pass of that prompt: its KV cache is computed once, with
+    gradients, and expanded to the group's rows, so the policy and reference passes cost one prompt
+    plus G completions instead of G prompts. The same values as one forward over whole rows up to
+    float rounding (tests/test_rl.py); rows that share nothing, and a model training with gradient
+    checkpointing (which builds no KV cache), take that plain forward."""
+    prompt_len = input_ids.size(1) - logits_to_keep
+    prompt, prompt_mask = input_ids[:, :prompt_len], attention_mask[:, :prompt_len]
+    new_prompt = torch.ones(len(prompt), dtype=torch.bool, device=prompt.device)
+    new_prompt[1:] = (prompt[1:] != prompt[:-1]).any(1) | (prompt_mask[1:] != prompt_mask[:-1]).any(1)
+    inner = getattr(model, "module", model)  # under DDP / DeepSpeed
+    checkpointing = inner.training and getattr(inner, "is_activation_checkpointing", False)
+    if prompt_len == 0 or checkpointing or bool(new_prompt.all()):
+        return model(input_ids=input_ids, attention_mask=attention_mask,
+                     position_ids=positions_from_mask(attention_mask),
+                     logits_to_keep=logits_to_keep + 1, use_cache=False).logits[:, :-1]
+    firsts = new_prompt.nonzero().squeeze(1)
+    group_of_row = new_prompt.long().cumsum(0) - 1
+    shared = model(input_ids=prompt[firsts], attention_mask=prompt_mask[firsts],
+                   position_ids=positions_from_mask(prompt_mask[firsts]), logits_to_keep=1, use_cache=True)
+    cache = shared.past_key_values
+    cache.reorder_cache(group_of_row)  # index_select: differentiable, gradients reach the shared prompt
+    first = shared.logits[group_of_row]  # predicts each row's first completion token
+    if logits_to_keep == 1:
+        return first
+    mask = attention_mask[:, :-1]
+    rest = model(input_ids=input_ids[:, prompt_len:-1], attention_mask=mask,
+                 position_ids=positions_from_mask(mask)[:, prompt_len:], past_key_values=cache,
+                 use_cache=True, logits_to_keep=logits_to_keep - 1).logits
+    return torch.cat([first, rest], dim=1)
+
+
 class _TestDuringTraining(TrainerCallback):
     def __init__(self, trainer):
         self.trainer = trainer
@@ -236,9 +270,9 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            batch_size=None, compute_entropy=False, compute_aux_loss=False,
                                            **multimodal):
-        """Log-probs (and entropies) of the completion tokens. The backbone runs over whole sequences,
-        the LM head only over the last logits_to_keep positions: off Triton devices (CPU) TRL's
-        fused head scores every prompt position too (benchmarks/bench_rl.py measures the
+        """Log-probs (and entropies) of the completion tokens (completion_logits: each group's
+        prompt runs once, the LM head only over the completions; off Triton devices (CPU) TRL's
+        fused head scores every prompt position too, benchmarks/bench_rl.py measures the
         difference). Position ids follow the attention mask, as in generation and SFT."""
         if compute_aux_loss or any(v is not None for v in multimodal.values()):
             return super()._get_per_token_logps_and_entropies(
@@ -250,16 +284,15 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
         for lo in range(0, input_ids.size(0), batch_size):
             ids, mask = input_ids[lo:lo + batch_size], attention_mask[lo:lo + batch_size]
             with self.accelerator.autocast():
-                logits = model(input_ids=ids, attention_mask=mask,
-                               position_ids=positions_from_mask(mask),
-                               logits_to_keep=logits_to_keep + 1, use_cache=False).logits
+                logits = completion_logits(model, ids, mask, logits_to_keep)
             # the logits are only [batch, completion, vocab]: one log_softmax for all rows (TRL's
             # selective_log_softmax loops over the rows to save memory on full-sequence logits)
-            log_softmax = (logits[:, :-1].float() / self.temperature).log_softmax(-1)
+            log_softmax = (logits.float() / self.temperature).log_softmax(-1)
             padding = mask[:, -logits_to_keep:] == 0
             logps.append(log_softmax.gather(-1, ids[:, -logits_to_keep:, None]).squeeze(-1).masked_fill(padding, 0))
-            if compute_entropy:
-                entropies.append(-(log_softmax.exp() * log_softmax).sum(-1).masked_fill(padding, 0))
+            if compute_entropy:  # logged only: no graph through it
+                with torch.no_grad():
+                    entropies.append(-(log_softmax.exp() * log_softmax).sum(-1).masked_fill(padding, 0))
         if model is self.ref_model and self.model.training:
             self._seconds["reference"] += time.perf_counter() - start
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None

@@ -100,8 +100,11 @@ def parse_rl_tasks(rl_tasks) -> list[tuple[str, int]]:
 # --- steps ------------------------------------------------------------------------------------
 
 
+SCALE_REWARDS = ("group", "batch", "none")
+
+
 def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train,
-                prompt_style="upstream", sasrec_score="logit"):
+                prompt_style="upstream", sasrec_score="logit", scale_rewards="group"):
     """The flag values and combinations that must fail before any work."""
     if not output_dir:
         raise InputError("--output_dir is required")
@@ -120,6 +123,8 @@ def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_
         raise InputError(f"--prompt_style {prompt_style!r}: choose one of {data.PROMPT_STYLES}")
     if sasrec_score not in SASREC_SCORES:
         raise InputError(f"--sasrec_score {sasrec_score!r}: choose one of {SASREC_SCORES}")
+    if scale_rewards not in SCALE_REWARDS:
+        raise InputError(f"--scale_rewards {scale_rewards!r}: choose one of {SCALE_REWARDS}")
 
 
 def load_policy(model_path, index, precision="auto"):
@@ -208,7 +213,7 @@ def build_arguments(model, max_completion_length, *, output_dir, seed, train_bat
                     save_total_limit, max_grad_norm, lr_scheduler_type, warmup_ratio, optim, wandb_project,
                     wandb_run_name, deepspeed, log_completions, gradient_checkpointing, beam_search,
                     dynamic_sampling, add_gt, mask_all_zero, test_during_training, test_beam,
-                    decode_batch_size) -> ReReConfig:
+                    decode_batch_size, scale_rewards="group") -> ReReConfig:
     """The ReReConfig (TRL GRPOConfig + the recommendation options) of rl.py's flags."""
     return ReReConfig(
         output_dir=output_dir,
@@ -226,7 +231,7 @@ def build_arguments(model, max_completion_length, *, output_dir, seed, train_bat
         loss_type="dapo" if dapo else "grpo",
         importance_sampling_level="sequence" if gspo else "token",
         sync_ref_model=sync_ref_model,
-        scale_rewards="group",
+        scale_rewards=scale_rewards,
         bf16=model.dtype == torch.bfloat16,
         max_grad_norm=max_grad_norm,
         lr_scheduler_type=lr_scheduler_type,
@@ -314,6 +319,7 @@ def train(
     deepspeed: str = "",
     log_completions: bool = False,
     gradient_checkpointing: bool = False,
+    scale_rewards: str = "group",
 ):
     """GRPO (ReReTrainer) over the RL tasks: by default the original's SID history -> next SID,
     title and description -> SID, title history -> next SID.
@@ -393,6 +399,10 @@ def train(
             to output_dir/completions/*.parquet (TRL).
         gradient_checkpointing: recompute activations in the backward pass (TRL's default is on;
             it only pays for large models on GPUs).
+        scale_rewards: how advantages are scaled (TRL): group (reward minus the group mean, divided
+            by the group's std: the original's), batch (by the batch's std), or none (reward minus the
+            group mean, in the reward's own units: with the sasrec reward, a SASRec log-probability,
+            and beta 1, the KL-regularised optimum is the reference policy times SASRec's probability).
     """
     run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -402,7 +412,7 @@ def train(
     if test_file:
         require_paths(test_file=test_file)
     check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train,
-                prompt_style, sasrec_score)
+                prompt_style, sasrec_score, scale_rewards)
     tasks = parse_rl_tasks(rl_tasks)
     catalogue = data.Catalogue(sid_index_path, item_meta_path, info_file, category,
                                allow_unreachable_targets=allow_unreachable_targets)
@@ -443,7 +453,7 @@ def train(
         deepspeed=deepspeed, log_completions=log_completions, gradient_checkpointing=gradient_checkpointing,
         beam_search=beam_search, dynamic_sampling=dynamic_sampling, add_gt=add_gt,
         mask_all_zero=mask_all_zero, test_during_training=test_during_training, test_beam=test_beam,
-        decode_batch_size=decode_batch_size)
+        decode_batch_size=decode_batch_size, scale_rewards=scale_rewards)
     trainer = ReReTrainer(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_data,
         eval_dataset=eval_data, trie=sid_trie, title_trie=title_trie, processing_class=tokenizer,

@@ -16,7 +16,7 @@ import rl
 from decoding import constrained_sample, sid_beam_search
 from decoding_reference import score_completions
 from sid_trie import SidTrie
-from minionerec_trainer import ReReConfig, ReReTrainer, select_candidates
+from minionerec_trainer import ReReConfig, ReReTrainer, completion_logits, select_candidates
 from runtime import InputError
 from rewards import build_reward_funcs, make_ranking_reward, make_semantic_reward, ndcg_penalties, rule_reward
 from tests import tiny
@@ -185,6 +185,43 @@ def test_completion_logps_match_full_logits_reference(checkpoint, tmp_path):
         trl_logps, _, _ = super(ReReTrainer, trainer)._get_per_token_logps_and_entropies(
             trainer.model, ids[same_length], mask[same_length], k)
         torch.testing.assert_close(fast[same_length], trl_logps, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prompt_logits_and_gradients_equal_whole_rows(checkpoint):
+    """completion_logits runs each group's prompt once and expands its KV cache to the group: the
+    log-probs and the parameter gradients equal one plain forward over whole rows (left-padded
+    prompts, right-padded completions of different lengths)."""
+    root, paths = checkpoint
+    tok = rl.load_tokenizer(root / "ckpt")
+    model = rl.load_causal_lm(root / "ckpt")
+    trie = SidTrie.from_info_file(paths["info"], tok)
+    rows = data.SidDataset(paths["train"], tokenizer=tok, max_len=512, category="toy store items")
+    prompts = tok([x["prompt"] for x in rows.inputs[:3]])["input_ids"]
+    g, k = 4, trie.depth
+    width = max(len(p) for p in prompts)
+    ids = torch.full((3 * g, width + k), tok.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row in range(3 * g):
+        prompt = prompts[row // g]
+        item = row % len(trie)
+        completion = trie.completion_ids[item, : trie.lengths[item]].tolist()[: k - row % 2]  # some shorter
+        ids[row, width - len(prompt): width] = torch.tensor(prompt)
+        ids[row, width: width + len(completion)] = torch.tensor(completion)
+        mask[row, width - len(prompt): width + len(completion)] = 1
+    assert len({len(p) for p in prompts}) > 1, "the prompts are left-padded to one width"
+
+    def logps_and_grads(logits_of):
+        model.zero_grad()
+        logps = logits_of().float().log_softmax(-1).gather(-1, ids[:, -k:, None]).squeeze(-1) * mask[:, -k:]
+        logps.sum().backward()
+        return logps.detach(), [p.grad.clone() for p in model.parameters()]
+
+    shared, shared_grads = logps_and_grads(lambda: completion_logits(model, ids, mask, k))
+    plain, plain_grads = logps_and_grads(lambda: model(
+        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -k - 1:-1])
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(shared_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_errors_before_training(checkpoint, tmp_path):
@@ -375,6 +412,8 @@ def test_build_datasets_sample_train_and_rl_tasks(checkpoint, tmp_path):
         rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, prompt_style="original")
     with pytest.raises(InputError, match="--sasrec_score"):
         rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, sasrec_score="rank")
+    with pytest.raises(InputError, match="--scale_rewards"):
+        rl.check_flags(str(tmp_path), False, False, 4, 8, 8, False, scale_rewards="std")
 
 
 def test_test_during_training_on_a_test_file(checkpoint, tmp_path):
