@@ -71,6 +71,22 @@ def test_malformed_csv_rows_name_file_line_and_field(tmp_path, dataset, body, he
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("text", [
+    "[1, 22, 333]", "['<a_0><b_1><c_2>', '<a_3><b_4><c_5>']", "['Toy Story (1995)', \"Schindler's List (1993)\"]",
+    "['caf\u00e9', 'x, y']", "['a\\'b']", "[1.5, -2]", "[]", "['a',]", "[True, None]",
+])
+def test_list_literals_parse_as_python_does(text):
+    """The JSON fast path of the split-CSV reader gives ast.literal_eval's value on every literal."""
+    import ast
+    assert list(data.list_literal(text)) == list(ast.literal_eval(text))
+
+
+@pytest.mark.parametrize("text", ["[NaN]", "[Infinity]", "['a'"])
+def test_non_python_list_literals_stay_errors(text):
+    with pytest.raises((ValueError, SyntaxError)):
+        data.list_literal(text)
+
+
 def test_multiline_fields_keep_true_line_numbers(tmp_path, dataset):
     body = GOOD.replace("t2", '"two\nlines"') + "U2,\"['t1']\",t2,[0],1,\"['<a_0><b_0><c_0>'\",x\n"
     with pytest.raises(data.DataFormatError, match="line 4, field 'history_item_sid'"):
