@@ -109,24 +109,66 @@ def prepare_model_and_tokenizer(base_model, sid_index, precision="auto",
     return model, tokenizer
 
 
+MIN_SHARED_PREFIX = 8  # tokens; a shorter common prefix is not worth a second forward call
+
+
+def shared_prefix_length(inputs, sid_slot: torch.Tensor | None = None) -> int:
+    """Length of the token prefix that every row of a left-padded batch starts with and that holds
+    nothing to predict: it ends before the position that predicts any row's first response token
+    (or, given `sid_slot`, first SID token, the history loss's targets)."""
+    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    starts = (mask == 0).sum(1)  # left padding: real tokens start here
+    width = int((mask.shape[1] - starts).min())
+    aligned = ids.gather(1, starts[:, None] + torch.arange(width, device=ids.device))
+    differs = (aligned != aligned[:1]).any(0)
+    common = int(differs.int().argmax()) if bool(differs.any()) else width
+    target = labels.gather(1, starts[:, None] + torch.arange(width, device=ids.device)) != -100
+    if sid_slot is not None:
+        target |= sid_slot.to(ids.device)[aligned] >= 0
+    first_target = int(target.any(0).int().argmax()) if bool(target.any()) else width
+    return max(0, min(common, first_target - 1))
+
+
 def response_loss(model, inputs, history: HistorySidLoss | None = None):
     """Cross-entropy over the response tokens, with the LM head computed only where it is needed.
     Batches are left-padded, so every response ends at the last position; the logits of the last
     `keep` positions cover all responses of the batch. Prompts are most of each sequence and the
     vocabulary is large (49k for SmolLM2), so this skips most of the head's work. Position ids
     follow the attention mask, as in generation, so left padding does not shift positions.
-    `history` adds its weighted auxiliary loss on the prompt's SID tokens (HistorySidLoss)."""
+
+    The instruction text that opens every prompt (the same for every row of a task) runs once per
+    batch: its KV cache is computed with gradients and expanded to the rows, which then run only
+    their own tokens (shared_prefix_length; the same values as whole rows up to float rounding,
+    tests/test_sft.py). A model training with gradient checkpointing builds no cache and runs
+    whole rows. `history` adds its weighted auxiliary loss on the prompt's SID tokens."""
     labels = inputs["labels"]
-    attention_mask = inputs["attention_mask"]
     is_response = labels != -100
     first_response = torch.where(is_response.any(1), is_response.int().argmax(1), labels.shape[1])
     keep = int((labels.shape[1] - first_response).max()) + 1
+    inner = getattr(model, "module", model)  # under DDP / DeepSpeed
+    checkpointing = inner.training and getattr(inner, "is_activation_checkpointing", False)
+    prefix = 0 if checkpointing else shared_prefix_length(inputs, history.slot if history is not None else None)
+    cache, rows = None, inputs
+    if prefix >= MIN_SHARED_PREFIX:
+        starts = (inputs["attention_mask"] == 0).sum(1)
+        shared = inputs["input_ids"][:1, int(starts[0]):int(starts[0]) + prefix]
+        cache = model(input_ids=shared, position_ids=torch.arange(prefix, device=shared.device)[None],
+                      logits_to_keep=1, use_cache=True).past_key_values
+        cache.reorder_cache(torch.zeros(len(labels), dtype=torch.long, device=shared.device))
+        rest = labels.shape[1] - int(starts.min()) - prefix  # each row's own tokens, still left-padded
+        columns = torch.arange(labels.shape[1] - rest, labels.shape[1], device=labels.device)
+        rows = {"input_ids": inputs["input_ids"][:, -rest:], "labels": labels[:, -rest:],
+                "attention_mask": (columns[None] >= (starts + prefix)[:, None]).long()}
+    attention_mask = rows["attention_mask"]
+    if cache is not None:  # the rows see the shared prefix, then their own tokens
+        attention_mask = torch.cat([attention_mask.new_ones(len(labels), prefix), attention_mask], 1)
     outputs = model(
-        input_ids=inputs["input_ids"],
+        input_ids=rows["input_ids"],
         attention_mask=attention_mask,
-        position_ids=positions_from_mask(attention_mask),
+        position_ids=positions_from_mask(attention_mask)[:, attention_mask.shape[1] - rows["input_ids"].shape[1]:],
+        past_key_values=cache,
         logits_to_keep=keep,
-        use_cache=False,  # a training forward needs no KV cache (the config's default builds one)
+        use_cache=cache is not None,  # a training forward needs no KV cache of its own
         output_hidden_states=history is not None,
     )
     logits = outputs.logits[:, :-1].float()
@@ -135,7 +177,7 @@ def response_loss(model, inputs, history: HistorySidLoss | None = None):
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
     )
     if history is not None:
-        loss = loss + history.weight * history(outputs, inputs)
+        loss = loss + history.weight * history(outputs, rows)
     return loss, outputs
 
 

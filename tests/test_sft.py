@@ -187,6 +187,39 @@ def test_response_only_loss_equals_full_loss(workspace):
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
 
 
+def test_shared_prefix_gives_the_loss_and_gradients_of_whole_rows(workspace, monkeypatch):
+    """The instruction prefix that every row opens with runs once per batch (its KV cache expanded
+    to the rows); loss and parameter gradients, with the history loss on, equal whole-row forwards."""
+    root, paths = workspace
+    from transformers import DataCollatorForSeq2Seq
+
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]))
+    model.train()
+    items = data.SidSFTDataset(train_file=paths["train"], tokenizer=tok, max_len=512, sample=8).items
+    batch = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt")(items)
+    assert bool((batch["attention_mask"][:, 0] == 0).any()), "the batch is left-padded"
+    sid_ids = tok.convert_tokens_to_ids(data.sid_tokens_of_index(data.read_index(paths["index"])))
+    head = model.get_output_embeddings()
+    history = sft.HistorySidLoss(head, sid_ids, head.weight.shape[0], weight=1.0)
+    prefix = sft.shared_prefix_length(batch, history.slot)
+    assert prefix >= sft.MIN_SHARED_PREFIX
+    first_target = min(int((row != -100).int().argmax()) for row in batch["labels"])
+    assert prefix < first_target
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss, _ = sft.response_loss(model, batch, history)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    shared_loss, shared_grads = loss_and_grads()
+    monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 10**9)  # whole rows
+    plain_loss, plain_grads = loss_and_grads()
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-5)
+    for a, b in zip(shared_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_history_sid_loss_equals_plain_reference(workspace):
     """The history loss (SID-row softmax on the final hidden states of the prompt's SID positions)
     against a plain loop over full logits: every prompt position whose next token is a SID token,
