@@ -117,6 +117,8 @@ def shared_prefix_length(inputs, sid_slot: torch.Tensor | None = None) -> int:
     nothing to predict: it ends before the position that predicts any row's first response token
     (or, given `sid_slot`, first SID token, the history loss's targets)."""
     ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    if not bool((mask[:, 1:] >= mask[:, :-1]).all()):
+        return 0  # not left-padded: no common start to share
     starts = (mask == 0).sum(1)  # left padding: real tokens start here
     width = int((mask.shape[1] - starts).min())
     aligned = ids.gather(1, starts[:, None] + torch.arange(width, device=ids.device))

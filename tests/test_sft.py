@@ -205,6 +205,8 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_whole_rows(workspace, mon
     assert prefix >= sft.MIN_SHARED_PREFIX
     first_target = min(int((row != -100).int().argmax()) for row in batch["labels"])
     assert prefix < first_target
+    right_padded = {key: value.flip(1) for key, value in batch.items()}  # padding at the end: no common start
+    assert sft.shared_prefix_length(right_padded) == 0
 
     def loss_and_grads():
         model.zero_grad()

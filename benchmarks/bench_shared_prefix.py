@@ -1,19 +1,22 @@
-"""Benchmark: the RL policy and reference passes with each group's prompt run once (shared) against
-one forward over whole rows (plain), on Office RL prompts, G = 16 completions per prompt.
+"""Benchmark: shared prefixes run once, against whole rows, in the SFT step and the RL passes, on
+Office data (the original's prompts), one thread.
 
-    python benchmarks/bench_rl_scoring.py                    # SmolLM2-135M and the small model
-    python benchmarks/bench_rl_scoring.py --models small --groups 4
+    python benchmarks/bench_shared_prefix.py                    # SmolLM2-135M and the small model
+    python benchmarks/bench_shared_prefix.py --models small --groups 4
 
-A GRPO micro-batch holds G completions of each prompt. The plain pass runs every row's whole
-sequence (prompt + completion) through the model; `minionerec_trainer.completion_logits` runs each
-prompt once, expands its KV cache to the group and runs only the completions. For each model this
-times, median of --repeats after one warm-up, on one thread:
-- policy: forward + backward of the completion log-probs (the RL loss's pass),
-- reference: the same forward under no_grad (the KL reference's pass),
-and records the largest difference of the log-probs between the two (float rounding only).
-Models: "smollm2" (SmolLM2-135M-Instruct de-quantised from the installed GGUF, random SID rows),
-"small" (the quickstart's 64 x 4 architecture from scratch). Writes
-benchmarks/results/bench_rl_scoring.json with the commit and the load average.
+- SFT: a micro-batch of --sft_rows SID history -> next SID examples (left-padded) opens with the same
+  instruction text; `sft.response_loss` runs that prefix once and expands its KV cache to the rows
+  (shared) or runs whole rows (plain, sft.MIN_SHARED_PREFIX raised past any prefix). Timed: forward
+  + backward of the loss.
+- RL: a GRPO micro-batch holds G = 16 completions of each of --groups prompts;
+  `minionerec_trainer.completion_logits` runs each prompt once and only the completions after it
+  (shared), or every row's whole sequence (plain). Timed: forward + backward of the completion
+  log-probs (policy) and the same forward under no_grad (reference).
+Each figure is the median of --repeats after one warm-up; the largest difference between the two
+paths (loss, log-probs) is recorded too (float rounding only). Models: "smollm2"
+(SmolLM2-135M-Instruct de-quantised from the installed GGUF, random SID rows), "small" (the
+quickstart's 64 x 4 architecture from scratch). Writes benchmarks/results/bench_shared_prefix.json
+with the commit and the load average.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch  # noqa: E402
 
 import data  # noqa: E402
 import hardware  # noqa: E402
+import sft  # noqa: E402
 from benchmarks.bench_decoding import OFFICE, load_smollm2_with_sids, smollm2_folder  # noqa: E402
 from convert_gguf import GGUF_NAME  # noqa: E402
 from data import write_json  # noqa: E402
@@ -73,7 +77,48 @@ def small_model(tok) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def measure(model, ids, mask, k, repeats: int) -> dict:
+def median_seconds(step, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def sft_batch(tok, rows: int):
+    """A left-padded micro-batch of `rows` SFT examples (SID history -> next SID, the original's
+    SFT wording), as sft.py's collator makes it."""
+    items = data.SidSFTDataset(train_file=OFFICE / "train.csv", tokenizer=tok, max_len=512, sample=rows, seed=0,
+                               category=data.category_phrase("Office_Products")).items
+    return sft.sft_collator(tok)(items)
+
+
+def measure_sft(model, batch, repeats: int) -> dict:
+    def step():
+        model.zero_grad()
+        loss, _ = sft.response_loss(model, batch)
+        loss.backward()
+        return loss.item()
+
+    model.train()
+    shared_min = sft.MIN_SHARED_PREFIX
+    shared_loss, shared_s = step(), median_seconds(step, repeats)
+    sft.MIN_SHARED_PREFIX = 10**9  # whole rows
+    try:
+        plain_loss, plain_s = step(), median_seconds(step, repeats)
+    finally:
+        sft.MIN_SHARED_PREFIX = shared_min
+    result = {"rows": batch["input_ids"].shape[0], "padded_tokens": batch["input_ids"].shape[1],
+              "shared_prefix_tokens": sft.shared_prefix_length(batch), "loss_difference": abs(shared_loss - plain_loss),
+              "step": {"plain_s": plain_s, "shared_s": shared_s, "speedup": plain_s / shared_s}}
+    print(f"  SFT step: prefix {result['shared_prefix_tokens']} of {result['padded_tokens']} tokens, "
+          f"plain {plain_s:.3f} s, shared {shared_s:.3f} s, {plain_s / shared_s:.2f}x")
+    return result
+
+
+def measure_rl(model, ids, mask, k, repeats: int) -> dict:
     def plain():
         return model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask),
                      logits_to_keep=k + 1, use_cache=False).logits[:, :-1]
@@ -92,33 +137,26 @@ def measure(model, ids, mask, k, repeats: int) -> dict:
         with torch.no_grad():
             logps(pass_())
 
-    def median_seconds(step, pass_):
-        step(pass_)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step(pass_)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     model.train()
     with torch.no_grad():
         difference = (logps(plain()) - logps(shared())).abs().max().item()
     result = {"rows": ids.shape[0], "prompt_tokens": ids.shape[1] - k, "completion_tokens": k,
               "max_abs_logp_difference": difference}
     for phase, step in (("policy", policy), ("reference", reference)):
-        plain_s, shared_s = median_seconds(step, plain), median_seconds(step, shared)
+        plain_s = median_seconds(lambda: step(plain), repeats)
+        shared_s = median_seconds(lambda: step(shared), repeats)
         result[phase] = {"plain_s": plain_s, "shared_s": shared_s, "speedup": plain_s / shared_s}
-        print(f"  {phase}: plain {plain_s:.3f} s, shared {shared_s:.3f} s, {plain_s / shared_s:.1f}x")
+        print(f"  RL {phase}: plain {plain_s:.3f} s, shared {shared_s:.3f} s, {plain_s / shared_s:.2f}x")
     return result
 
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="smollm2,small", help="comma-separated: smollm2, small")
-    parser.add_argument("--groups", type=positive_int, default=2, help="prompts per micro-batch (x G rows)")
+    parser.add_argument("--groups", type=positive_int, default=2, help="RL: prompts per micro-batch (x G rows)")
+    parser.add_argument("--sft_rows", type=positive_int, default=16, help="SFT: examples per micro-batch")
     parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per figure (median)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_rl_scoring.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_shared_prefix.json"))
     args = parser.parse_args(argv)
     if not OFFICE.is_dir():
         raise InputError(f"{OFFICE}: the Office_Products data (../shared) is needed for the prompts")
@@ -128,18 +166,22 @@ def main(argv=None):
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
     data.add_sid_tokens(tok, data.read_index(OFFICE / "index.json"))
-    tok.pad_token = tok.eos_token
+    tok.pad_token, tok.padding_side = tok.eos_token, "left"  # as sft.py and rl.py load it
     ids, mask, k = office_batch(tok, args.groups)
+    batch = sft_batch(tok, args.sft_rows)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     report = {"commit": commit.stdout.strip(), "threads": 1, "group_size": G, "groups": args.groups,
+              "sft_rows": args.sft_rows,
               "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), **hardware.describe()},
               "models": {}}
     builders = {"smollm2": lambda: load_smollm2_with_sids(folder, tok), "small": lambda: small_model(tok)}
     for name in args.models.split(","):
         if name not in builders:
             raise InputError(f"--models: unknown {name!r}; choose from {', '.join(builders)}")
-        print(f"{name}: {args.groups} prompts x {G} completions")
-        report["models"][name] = measure(builders[name](), ids, mask, k, args.repeats)
+        print(name)
+        model = builders[name]()
+        report["models"][name] = {"sft": measure_sft(model, batch, args.repeats),
+                                  "rl": measure_rl(model, ids, mask, k, args.repeats)}
     report["machine"]["loadavg_end"] = os.getloadavg()
     write_json(report, args.out, indent=2)
     print(f"wrote {args.out}")
