@@ -15,7 +15,7 @@ import data
 import pipeline
 import report
 from runtime import InputError
-from scripts import sample_rows
+from scripts import sample_rows, sasrec_rerank
 from tests import tiny
 
 
@@ -172,6 +172,14 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     assert folder == Path(run["stages"]["rl"]["dir"]) and "rl.py" in commands[0]
     with pytest.raises(InputError, match="no stage 'embeddings'"):
         pipeline.finished_stage(tmp_path / "runs" / "Toy_Store-tiny", "embeddings")
+
+    # re-ranking the SFT's beams by SASRec: lambda 0 is the SFT's own order and metrics
+    sasrec_rerank.main(["--run", "Toy_Store-tiny", "--runs_dir", str(tmp_path / "runs"),
+                        "--out_dir", str(tmp_path / "analysis")])
+    rerank = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-sasrec-rerank.json").read_text())
+    for metric in ("HR@1", "HR@3", "NDCG@3"):
+        assert rerank["lambdas"]["0.0"]["metrics"][metric] == pytest.approx(summary["models"]["SFT"][metric])
+    assert rerank["lambdas"]["0.0"]["vs_sft"]["HR@3"]["diff"] == 0
 
     # an RL override reuses every stage before RL
     pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
