@@ -188,6 +188,16 @@ def finished_stage(run_dir: Path, name: str) -> tuple[Path, list[list[str]]]:
     return folder, stages[name]["commands"]
 
 
+def run_analysis_parser(description: str, results_subdir: str) -> ArgumentParser:
+    """The flags every script that reads one finished run shares (scripts/run_twice.py,
+    confirm_heldout.py, sasrec_rerank.py): the run, the runs folder, where its results go."""
+    parser = ArgumentParser(description=description)
+    parser.add_argument("--run", required=True, help="a pipeline run under --runs_dir (its run.json names the stages)")
+    parser.add_argument("--runs_dir", default=str(REPO / "runs"))
+    parser.add_argument("--out_dir", default=str(REPO / "results" / results_subdir))
+    return parser
+
+
 def git_state() -> tuple[str, list[str]]:
     """The commit the code ran at (+ '-dirty' when tracked files differ from it), and those files."""
     def git(*args):

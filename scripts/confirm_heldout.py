@@ -20,9 +20,9 @@ from pathlib import Path
 
 import data
 from metrics import compute_metrics
-from pipeline import finished_stage
+from pipeline import finished_stage, git_state, run_analysis_parser
 from report import paired_bootstrap, per_row_metric, row_ranks
-from runtime import ArgumentParser, run_main
+from runtime import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("HR@10", "NDCG@10")
@@ -33,10 +33,7 @@ def option(command: list[str], flag: str) -> str:
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--run", required=True, help="a pipeline run under --runs_dir (its run.json)")
-    parser.add_argument("--runs_dir", default=str(REPO / "runs"))
-    parser.add_argument("--out_dir", default=str(REPO / "results" / "heldout"))
+    parser = run_analysis_parser(__doc__, "heldout")
     args = parser.parse_args(argv)
 
     run_dir = Path(args.runs_dir) / args.run
@@ -66,7 +63,7 @@ def main(argv=None):
     ranks = {model: row_ranks(path)[1] for model, path in predictions.items()}
     report = {
         "command": ["python", "scripts/confirm_heldout.py", "--run", args.run],
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+        "commit": git_state()[0],
         "run_command": run["command"], "heldout_rows": len(ranks["SFT"]),
         "models": {model: {k: v for k, v in compute_metrics(json.loads(path.read_text())).items() if k in METRICS}
                    for model, path in predictions.items()},

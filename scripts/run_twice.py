@@ -24,8 +24,8 @@ from safetensors.numpy import load_file
 
 import data
 from metrics import compute_metrics
-from pipeline import finished_stage
-from runtime import ArgumentParser, run_main
+from pipeline import finished_stage, git_state, run_analysis_parser
+from runtime import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,13 +55,10 @@ def predictions_difference(a: Path, b: Path) -> dict:
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--run", required=True, help="a pipeline run under runs/ (its run.json names the stages)")
+    parser = run_analysis_parser(__doc__, "reproducibility")
     parser.add_argument("--stage", choices=["rl"], default="rl", help="the stage replayed (with its evaluation)")
     parser.add_argument("--nproc", type=int, default=2, help="processes of each replay")
-    parser.add_argument("--runs_dir", default=str(REPO / "runs"))
     parser.add_argument("--work_dir", default=None, help="where the two replays go (default: runs/reproducibility)")
-    parser.add_argument("--out_dir", default=str(REPO / "results" / "reproducibility"))
     args = parser.parse_args(argv)
 
     run_dir = Path(args.runs_dir) / args.run
@@ -83,7 +80,7 @@ def main(argv=None):
     predictions = "predictions.json"
     report = {
         "command": ["python", "scripts/run_twice.py", "--run", args.run, "--stage", args.stage, "--nproc", str(args.nproc)],
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
+        "commit": git_state()[0],
         "stage_dir": str(train_dir), "nproc": args.nproc,
         "seconds": {name: copy["seconds"] for name, copy in copies.items()},
         "weights_first_vs_second": weights_difference(first / "train" / "final_checkpoint",

@@ -14,7 +14,6 @@ own order (lambda 0). Writes results/analysis/<run>-sasrec-rerank.json.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +22,10 @@ import torch
 import data
 import sasrec
 from metrics import clean_answer, hr_ndcg, ks_up_to, target_ranks
-from pipeline import finished_stage
+from pipeline import finished_stage, git_state, run_analysis_parser
 from report import paired_bootstrap, per_row_metric
-from runtime import ArgumentParser, InputError, run_main
+from runtime import InputError, run_main
 
-REPO = Path(__file__).resolve().parents[1]
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -44,10 +42,7 @@ def reranked_ranks(rows, sasrec_logp: torch.Tensor, lam: float) -> np.ndarray:
 
 
 def main(argv=None):
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--run", required=True, help="a pipeline run under --runs_dir (its run.json)")
-    parser.add_argument("--runs_dir", default=str(REPO / "runs"))
-    parser.add_argument("--out_dir", default=str(REPO / "results" / "analysis"))
+    parser = run_analysis_parser(__doc__, "analysis")
     args = parser.parse_args(argv)
 
     run_dir = Path(args.runs_dir) / args.run
@@ -71,8 +66,7 @@ def main(argv=None):
             for metric in compared}}
         print(f"lambda {lam}: " + ", ".join(f"{metric} {metrics[metric]:.4f}" for metric in compared))
     report = {"command": ["python", "scripts/sasrec_rerank.py", "--run", args.run],
-              "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                       text=True).stdout.strip(),
+              "commit": git_state()[0],
               "rows": len(rows), "beams": len(rows[0]["predict"]), "eval_sft": str(eval_dir),
               "sasrec": str(sasrec_dir), "lambdas": results}
     out = Path(args.out_dir) / f"{args.run.replace('/', '-')}-sasrec-rerank.json"
