@@ -39,6 +39,16 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def small_config(config, hidden: int, layers: int, heads: int):
+    """`config` (SmolLM2's) reshaped to a from-scratch backbone of hidden x layers, intermediate size
+    4x hidden (the quickstart's: 64 x 4, 2 heads)."""
+    config.hidden_size, config.intermediate_size = hidden, 4 * hidden
+    config.num_hidden_layers = layers
+    config.num_attention_heads = config.num_key_value_heads = heads
+    config.head_dim = hidden // heads
+    return config
+
+
 def convert(output_dir: str, gguf: str = "", small_dir: str = "", small_hidden: int = 128,
             small_layers: int = 4, small_heads: int = 4, force: bool = False):
     """Write the de-quantised float32 model + tokenizer to output_dir (skipped if present unless
@@ -63,13 +73,7 @@ def convert(output_dir: str, gguf: str = "", small_dir: str = "", small_hidden: 
         save_pretrained_atomic(model, load_tokenizer(source), output)
         logger.info("wrote %s (%d parameters)", output, model.num_parameters())
     if small_dir and (force or not (Path(small_dir) / "config.json").is_file()):
-        config = AutoConfig.from_pretrained(output)
-        config.hidden_size = small_hidden
-        config.intermediate_size = 4 * small_hidden
-        config.num_hidden_layers = small_layers
-        config.num_attention_heads = small_heads
-        config.num_key_value_heads = small_heads
-        config.head_dim = small_hidden // small_heads
+        config = small_config(AutoConfig.from_pretrained(output), small_hidden, small_layers, small_heads)
         model = AutoModelForCausalLM.from_config(config)
         save_pretrained_atomic(model, load_tokenizer(output), small_dir)
         logger.info("wrote %s (%d parameters, from scratch)", small_dir, model.num_parameters())

@@ -36,7 +36,7 @@ from trl.models import unwrap_model_for_generation
 
 from checkpoints import RunCheckpoints
 from decoding import constrained_sample, sid_beam_search
-from modeling import positions_from_mask
+from modeling import positions_from_mask, trains_with_checkpointing
 from sid_trie import SidTrie
 from metrics import hr_ndcg, target_ranks
 
@@ -107,9 +107,7 @@ def completion_logits(model, input_ids, attention_mask, logits_to_keep: int) -> 
     prompt, prompt_mask = input_ids[:, :prompt_len], attention_mask[:, :prompt_len]
     new_prompt = torch.ones(len(prompt), dtype=torch.bool, device=prompt.device)
     new_prompt[1:] = (prompt[1:] != prompt[:-1]).any(1) | (prompt_mask[1:] != prompt_mask[:-1]).any(1)
-    inner = getattr(model, "module", model)  # under DDP / DeepSpeed
-    checkpointing = inner.training and getattr(inner, "is_activation_checkpointing", False)
-    if prompt_len == 0 or checkpointing or bool(new_prompt.all()):
+    if prompt_len == 0 or trains_with_checkpointing(model) or bool(new_prompt.all()):
         return model(input_ids=input_ids, attention_mask=attention_mask,
                      position_ids=positions_from_mask(attention_mask),
                      logits_to_keep=logits_to_keep + 1, use_cache=False).logits[:, :-1]

@@ -40,6 +40,13 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
+def trains_with_checkpointing(model) -> bool:
+    """True while `model` (or the module DDP / DeepSpeed wraps) trains with gradient checkpointing,
+    which builds no KV cache: a prefix cannot then be run once and shared."""
+    inner = getattr(model, "module", model)
+    return inner.training and bool(getattr(inner, "is_activation_checkpointing", False))
+
+
 def left_pad(sequences, pad_token_id, device):
     """(input_ids, attention_mask, position_ids) of token-id lists, left-padded to the longest."""
     width = max(len(s) for s in sequences)

@@ -41,7 +41,7 @@ from transformers.training_args import OptimizerNames
 import data
 from checkpoints import RunCheckpoints, flag_defaults, run_record, save_outputs
 from runtime import InputError, report_to, require_paths, run_cli
-from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask
+from modeling import default_dtype, load_causal_lm, load_tokenizer, positions_from_mask, trains_with_checkpointing
 
 logger = logging.getLogger("sft")
 
@@ -147,9 +147,7 @@ def response_loss(model, inputs, history: HistorySidLoss | None = None):
     is_response = labels != -100
     first_response = torch.where(is_response.any(1), is_response.int().argmax(1), labels.shape[1])
     keep = int((labels.shape[1] - first_response).max()) + 1
-    inner = getattr(model, "module", model)  # under DDP / DeepSpeed
-    checkpointing = inner.training and getattr(inner, "is_activation_checkpointing", False)
-    prefix = 0 if checkpointing else shared_prefix_length(inputs, history.slot if history is not None else None)
+    prefix = 0 if trains_with_checkpointing(model) else shared_prefix_length(inputs, history.slot if history is not None else None)
     cache, rows = None, inputs
     if prefix >= MIN_SHARED_PREFIX:
         starts = (inputs["attention_mask"] == 0).sum(1)

@@ -38,13 +38,13 @@ import data  # noqa: E402
 import hardware  # noqa: E402
 import sft  # noqa: E402
 from benchmarks.bench_decoding import OFFICE, load_smollm2_with_sids, smollm2_folder  # noqa: E402
-from convert_gguf import GGUF_NAME  # noqa: E402
+from convert_gguf import GGUF_NAME, small_config  # noqa: E402
 from data import write_json  # noqa: E402
 from minionerec_trainer import completion_logits  # noqa: E402
 from modeling import positions_from_mask  # noqa: E402
 from runtime import ArgumentParser, InputError, positive_int, run_main  # noqa: E402
 from sid_trie import SidTrie  # noqa: E402
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 G = 16
 
@@ -68,13 +68,13 @@ def office_batch(tok, groups: int):
     return ids, mask, k
 
 
-def small_model(tok) -> LlamaForCausalLM:
-    """The quickstart profile's architecture (hidden 64, 4 layers, 2 heads; SmolLM2's vocabulary)."""
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=170, num_hidden_layers=4,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
-                         max_position_embeddings=2048)
+def small_model(tok, folder):
+    """The quickstart profile's backbone (convert_gguf.small_config: hidden 64, 4 layers, 2 heads),
+    SID rows added as in SFT."""
     torch.manual_seed(0)
-    return LlamaForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(small_config(AutoConfig.from_pretrained(folder, gguf_file=GGUF_NAME), 64, 4, 2))
+    model.resize_token_embeddings(len(tok))
+    return model
 
 
 def median_seconds(step, repeats: int) -> float:
@@ -174,7 +174,7 @@ def main(argv=None):
               "sft_rows": args.sft_rows,
               "machine": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), **hardware.describe()},
               "models": {}}
-    builders = {"smollm2": lambda: load_smollm2_with_sids(folder, tok), "small": lambda: small_model(tok)}
+    builders = {"smollm2": lambda: load_smollm2_with_sids(folder, tok), "small": lambda: small_model(tok, folder)}
     for name in args.models.split(","):
         if name not in builders:
             raise InputError(f"--models: unknown {name!r}; choose from {', '.join(builders)}")
