@@ -219,7 +219,8 @@ class HistorySidLoss:
 
     @torch.no_grad()
     def _check_head(self, hidden, logits):
-        own = self.head(hidden[:, -1:]).float()
+        # accelerate's mixed precision hands the outputs back in fp32 around bf16 weights
+        own = self.head(hidden[:, -1:].to(self.head.weight.dtype)).float()
         if not torch.allclose(own, logits[:, -1:].float(), atol=1e-3, rtol=1e-3):
             raise InputError("--history_loss_weight needs a model whose logits are its output embedding applied to "
                              "the final hidden state; this model scales or caps its logits")

@@ -281,6 +281,17 @@ def test_history_loss_trains_the_history_positions(workspace, tmp_path):
     assert nll["history"] < 0.7 * nll["plain"], nll
 
 
+def test_history_loss_trains_in_bf16(workspace, tmp_path):
+    """--precision bf16 (what auto picks on a CPU with bf16 instructions): accelerate's mixed
+    precision returns the hidden states in fp32 around the bf16 head, and the history loss's head
+    check must still run; the loss falls."""
+    root, paths = workspace
+    trainer = sft.train(**_args(root, paths, tmp_path / "out", precision="bf16", history_loss_weight=1.0))
+    assert trainer.model.dtype == torch.bfloat16
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+
 def test_task_mix_flag():
     assert sft.parse_tasks("", 7) == {task: 7 for task in data.SFT_TASKS}
     assert list(data.SFT_TASKS) == ["sid_history_to_sid", "sid_title", "sid_history_to_title",
