@@ -32,6 +32,7 @@ def _args(root, paths, out, **overrides):
         sid_index_path=str(paths["index"]), item_meta_path=str(paths["item"]), output_dir=str(out),
         category=paths["category"], batch_size=16, micro_batch_size=8, num_epochs=2,
         learning_rate=3e-3, cutoff_len=512, logging_steps=1, seed=0,
+        precision="fp32",  # auto is bf16 on a CPU with bf16 instructions; tests run the same math everywhere
     )
     args.update(overrides)
     return args
@@ -79,7 +80,7 @@ def test_freeze_llm_moves_only_new_rows(workspace, tmp_path, optim):
     root, paths = workspace
     set_seed(0)
     initial, tok = sft.prepare_model_and_tokenizer(
-        str(root / "base"), str(paths["index"]), freeze_LLM=True, seed=0
+        str(root / "base"), str(paths["index"]), freeze_LLM=True, seed=0, precision="fp32"
     )
     initial_state = {n: p.detach().clone() for n, p in initial.state_dict().items()}
     n_original = len(tiny.make_tokenizer("gpt2_bpe"))
@@ -174,7 +175,7 @@ def test_response_only_loss_equals_full_loss(workspace):
     root, paths = workspace
     from transformers import DataCollatorForSeq2Seq
 
-    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]))
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]), precision="fp32")
     items = data.SidSFTDataset(train_file=paths["train"], tokenizer=tok, max_len=512, sample=6).items
     items += data.SFTData(train_file=paths["train"], tokenizer=tok, max_len=512, sample=6).items
     batch = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt")(items)
@@ -193,7 +194,7 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_whole_rows(workspace, mon
     root, paths = workspace
     from transformers import DataCollatorForSeq2Seq
 
-    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]))
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]), precision="fp32")
     model.train()
     items = data.SidSFTDataset(train_file=paths["train"], tokenizer=tok, max_len=512, sample=8).items
     batch = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt")(items)
@@ -229,7 +230,7 @@ def test_history_sid_loss_equals_plain_reference(workspace):
     root, paths = workspace
     from transformers import DataCollatorForSeq2Seq
 
-    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]))
+    model, tok = sft.prepare_model_and_tokenizer(str(root / "base"), str(paths["index"]), precision="fp32")
     items = data.SidSFTDataset(train_file=paths["train"], tokenizer=tok, max_len=512, sample=6).items
     batch = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt")(items)
     sid_ids = tok.convert_tokens_to_ids(data.sid_tokens_of_index(data.read_index(paths["index"])))
