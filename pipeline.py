@@ -8,7 +8,8 @@ own folder `runs/stages/<stage>-<hash>/`, named by a hash of its commands; those
 folders of the stages before it, so one folder is one exact recipe from the raw data on. A stage
 whose folder holds a finished marker (`.done.json`: commands and wall time) is skipped, by this
 run or by any other run that shares the recipe so far (ablate.py's variants reuse each other's
-SFT, say). `--force_stages rl` (or `--force` for all) redoes a stage, and every stage after it.
+SFT, say); a stage that runs redoes the stages that read its folder. `--force_stages rl` (or
+`--force` for all) redoes a stage, and every stage after it.
 The run itself is `runs/<run>/run.json` (its settings and stage folders); the report
 (`results/<run>/results.md`, `results.json`, PNGs) compares popularity, SASRec, SFT and SFT+RL on
 the same test rows, with a paired bootstrap of SFT+RL against SFT.
@@ -133,12 +134,13 @@ class Pipeline:
         self.force_stages = force_stages
         self.force = force
         self.stages: dict[str, dict] = {}
-        self.upstream_ran = False
+        self.redo_rest = False  # a stage was forced: every stage after it redoes too
+        self.ran: list[str] = []  # folders of the stages that ran in this invocation
 
     def stage(self, name: str, build: Callable[[Path], list[list[str]]]) -> Path:
         """Run the commands `build(folder)` into the stage's folder, unless a finished marker there
-        says they ran and no stage before this one ran in this invocation (every stage reads what
-        the ones before it wrote, so a redone stage redoes all after it). Returns the folder."""
+        says they ran and, in this invocation, no stage before it was forced and no stage it reads
+        (one whose folder its commands name) ran. Returns the folder."""
         recipe = json.dumps([[str(part) for part in command] for command in build(Path("{out}"))])
         out = self.store / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
         commands = [[str(part) for part in command] for command in build(out)]
@@ -150,12 +152,15 @@ class Pipeline:
 
     def _run_stage(self, name: str, out: Path, commands: list[list[str]]) -> Path:
         marker = out / ".done.json"
-        if marker.is_file() and not (self.force or name in self.force_stages or self.upstream_ran):
+        reads_new = any(folder in part for folder in self.ran for command in commands for part in command)
+        forced = self.force or name in self.force_stages or self.redo_rest
+        if marker.is_file() and not (forced or reads_new):
             done = json.loads(marker.read_text())
             self.stages[name] = {"dir": str(out), "seconds": done["seconds"], "commands": commands, "reused": True}
             logger.info("[%s] done before in %s (%.0f s), skipped", name, out.name, done["seconds"])
             return out
-        self.upstream_ran = True
+        self.redo_rest = self.redo_rest or forced
+        self.ran.append(str(out))
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
@@ -238,6 +243,10 @@ def build_parser():
     parser.add_argument("--sid_method", choices=["rqkmeans", "rqkmeans_constrained", "rqvae", "rqkmeans_plus"],
                         default="rqkmeans",
                         help="residual quantiser of rq/build_sids.py (built-in data only)")
+    parser.add_argument("--eval_split", choices=["test", "valid"], default="test",
+                        help="the rows every model is scored on: a sample of test.csv (default), or of valid.csv to "
+                             "choose settings without looking at test rows (ablate.py --pipeline_args '--eval_split "
+                             "valid'); SASRec early-stops on valid.csv, so its own score there is optimistic")
     parser.add_argument("--nproc", type=int, default=2,
                         help="processes for SFT/RL/evaluation (torchrun, gloo on CPU; one thread each: on 2 cores "
                              "two single-thread processes outrun one two-thread process)")
@@ -308,10 +317,10 @@ def run(argv=None) -> Path:
                  "test.csv": str(split / "test.csv"), "index.json": str(sids / "index.json"),
                  "item.json": str(prepared / "item.json"), "info.txt": str(split / "info.txt")}
 
-    # every model is scored on the same seeded sample of test rows; a stage of its own, so new SIDs
-    # (or a new dataset) make a new sample
+    # every model is scored on the same seeded sample of test (or validation) rows; a stage of its own,
+    # so new SIDs (or a new dataset) make a new sample
     sample = pipe.stage("test_sample", lambda out: [
-        [py, "scripts/sample_rows.py", "--input", files["test.csv"], "--output", out / "test.csv",
+        [py, "scripts/sample_rows.py", "--input", files[f"{args.eval_split}.csv"], "--output", out / "test.csv",
          "--rows", profile["test_rows"], "--seed", profile["test_seed"]]])
     test_csv = str(sample / "test.csv")
     outputs: dict[str, str] = {"test_csv": test_csv}
@@ -372,6 +381,7 @@ def run(argv=None) -> Path:
 
     record = {"run": run_name, "command": ["pipeline.py", *(argv if argv is not None else sys.argv[1:])],
               "commit": commit, "changed_files": changed_files, "profile": profile, "dataset": files, "category": category,
+              "eval_split": args.eval_split,
               "outputs": outputs, "stages": pipe.stages}
     run_dir.mkdir(parents=True, exist_ok=True)
     data.write_json(record, run_dir / "run.json", indent=2)

@@ -163,18 +163,19 @@ def write_report(run_json, out_dir) -> dict:
 
     timings = {name: stage["seconds"] for name, stage in run["stages"].items()}
     n_rows = [m["n_rows"] for m in models.values() if m.get("n_rows")]
+    rows = "validation rows" if run.get("eval_split") == "valid" else "test rows"
     lines = [
         f"# Results: {run['run']}",
         "",
         f"Command: `python {' '.join(run['command'])}` at commit {run['commit']}; profile "
-        f"{run['profile']['name']}; test rows: {max(n_rows, default='?')}. Every model is scored on the "
-        "same test rows with the same metric code (metrics.py).",
+        f"{run['profile']['name']}; {rows}: {max(n_rows, default='?')}. Every model is scored on the "
+        f"same {rows} with the same metric code (metrics.py).",
         "",
         metrics.format_table(models, ks),
         "",
     ]
     if rl_vs_sft:
-        lines += ["SFT+RL minus SFT, paired bootstrap over the same test rows (2000 resamples), 95% interval:", "",
+        lines += [f"SFT+RL minus SFT, paired bootstrap over the same {rows} (2000 resamples), 95% interval:", "",
                   "| metric | difference [95% interval] |", "|---|---|",
                   *[f"| {m} | {format_interval(r)} |" for m, r in rl_vs_sft.items()], ""]
     lines += [
@@ -194,7 +195,7 @@ def write_report(run_json, out_dir) -> dict:
         f.write("\n".join(lines))
     summary = {"run": run["run"], "command": run["command"], "commit": run["commit"],
                "changed_files": run.get("changed_files", []), "profile": run["profile"],
-               "category": run["category"], "models": models, "ks": ks, "rl_vs_sft": rl_vs_sft,
+               "category": run["category"], "eval_split": run.get("eval_split", "test"), "models": models, "ks": ks, "rl_vs_sft": rl_vs_sft,
                "timings_s": timings, "total_s": sum(timings.values()), "plots": plots}
     data.write_json(summary, out_dir / "results.json", indent=2)
     return summary

@@ -58,6 +58,23 @@ def test_stages_skip_when_unchanged_and_redo_downstream(tmp_path):
     _run(tmp_path / "store", log, second="B", force=True)
     assert log.read_text() == "abcBcaBcaBc"
 
+    # a stage that runs because it is new (or its marker is gone) redoes only the stages that read it:
+    # a test sample drawn from other rows does not retrain a model that never reads it
+    def independent(sample_rows: str):
+        pipe = pipeline.Pipeline(tmp_path / "store2", set(), False)
+        sample = pipe.stage("sample", lambda out: [_append(log, sample_rows)])
+        pipe.stage("train", lambda out: [_append(log, "t")])
+        pipe.stage("score", lambda out: [_append(log, "s"), ["true", str(sample)]])
+        return pipe
+
+    log.write_text("")
+    independent("1")
+    first = independent("2")
+    assert log.read_text() == "1ts2s" and first.stages["train"]["reused"]
+    (Path(first.stages["sample"]["dir"]) / ".done.json").unlink()
+    independent("2")
+    assert log.read_text() == "1ts2s2s"
+
 
 def test_failed_stage_leaves_no_marker(tmp_path):
     pipe = pipeline.Pipeline(tmp_path, set(), False)
@@ -185,6 +202,16 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
     run = json.loads((tmp_path / "runs" / "other" / "run.json").read_text())
     assert [name for name, stage in run["stages"].items() if not stage["reused"]] == ["rl", "eval_rl"]
+
+    # scored on validation rows instead (choosing settings without the test rows): the same SFT,
+    # a sample of valid.csv, the report says so
+    valid_report = pipeline.run(argv + ["--eval_split", "valid", "--until", "eval_sft", "--run", "valid"])
+    run = json.loads((tmp_path / "runs" / "valid" / "run.json").read_text())
+    assert run["stages"]["sft"]["reused"] and not run["stages"]["test_sample"]["reused"]
+    _, commands = pipeline.finished_stage(tmp_path / "runs" / "valid", "test_sample")
+    assert commands[0][commands[0].index("--input") + 1] == str(tmp_path / "data" / "valid.csv")
+    assert "validation rows" in (valid_report / "results.md").read_text()
+    assert json.loads((valid_report / "results.json").read_text())["eval_split"] == "valid"
 
     # the same command again from scratch (one process): the same predictions, bit for bit
     again = pipeline.run([*argv[:argv.index("--runs_dir")], "--runs_dir", str(tmp_path / "runs2"),
