@@ -2,7 +2,8 @@
 
 Settings picked by comparing variants on one sample of test rows are then tested on rows that took
 no part in the choice: the split's test rows outside the sample (`scripts/sample_rows.py
---complement`, same seed). The run's own SFT and SFT+RL checkpoints are evaluated there with the
+--complement`, same seed); settings picked on validation rows (`pipeline.py --eval_split valid`)
+on every test row. The run's own SFT and SFT+RL checkpoints are evaluated there with the
 run's evaluation command, and SFT+RL is compared with SFT by a paired bootstrap over those rows.
 
     python scripts/confirm_heldout.py --run rl_budget/sasrec_sid_240_lr3e-4/seed42
@@ -42,7 +43,9 @@ def main(argv=None):
     sample = sample_commands[0]
     work = Path(args.runs_dir) / "heldout" / args.run.replace("/", "-")
     heldout_csv = work / "test.csv"
-    if not heldout_csv.is_file():
+    if run.get("eval_split") == "valid":  # chosen on validation rows: every test row is held out
+        heldout_csv = Path(run["dataset"]["test.csv"])
+    elif not heldout_csv.is_file():
         subprocess.run([sys.executable, "scripts/sample_rows.py", "--input", option(sample, "--input"),
                         "--output", str(heldout_csv), "--rows", option(sample, "--rows"), "--seed",
                         option(sample, "--seed"), "--complement"], cwd=REPO, check=True)

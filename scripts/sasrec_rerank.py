@@ -2,6 +2,7 @@
 lambda x SASRec log-probability, on the run's own test rows.
 
     python scripts/sasrec_rerank.py --run ml100k-small
+    python scripts/sasrec_rerank.py --run ml100k-small --heldout   # after scripts/confirm_heldout.py
 
 RL with `--reward_type sasrec --scale_rewards none --beta B` has the KL-regularised optimum
 pi_SFT(item) x p_SASRec(item)^(1/B): its best case on a prompt is this re-ranking of the items the
@@ -43,10 +44,18 @@ def reranked_ranks(rows, sasrec_logp: torch.Tensor, lam: float) -> np.ndarray:
 
 def main(argv=None):
     parser = run_analysis_parser(__doc__, "analysis")
+    parser.add_argument("--heldout", action="store_true",
+                        help="re-rank the SFT's beams on the held-out rows scripts/confirm_heldout.py evaluated "
+                             "(rows that took no part in choosing the settings) instead of the run's own rows")
     args = parser.parse_args(argv)
 
     run_dir = Path(args.runs_dir) / args.run
     eval_dir, _ = finished_stage(run_dir, "eval_sft")
+    if args.heldout:
+        eval_dir = Path(args.runs_dir) / "heldout" / args.run.replace("/", "-") / "eval_sft"
+        if not (eval_dir / "predictions.json").is_file():
+            raise InputError(f"{eval_dir / 'predictions.json'}: no held-out predictions; run "
+                             f"python scripts/confirm_heldout.py --run {args.run} first")
     sasrec_dir, _ = finished_stage(run_dir, "sasrec")
     rows = json.loads((eval_dir / "predictions.json").read_text())
     model = sasrec.load_sasrec_checkpoint(sasrec_dir / "sasrec.pt")
@@ -65,11 +74,11 @@ def main(argv=None):
             metric: paired_bootstrap(per_row_metric(base, metric), per_row_metric(ranks, metric))
             for metric in compared}}
         print(f"lambda {lam}: " + ", ".join(f"{metric} {metrics[metric]:.4f}" for metric in compared))
-    report = {"command": ["python", "scripts/sasrec_rerank.py", "--run", args.run],
+    report = {"command": ["python", "scripts/sasrec_rerank.py", "--run", args.run, *(["--heldout"] if args.heldout else [])],
               "commit": git_state()[0],
               "rows": len(rows), "beams": len(rows[0]["predict"]), "eval_sft": str(eval_dir),
               "sasrec": str(sasrec_dir), "lambdas": results}
-    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}-sasrec-rerank.json"
+    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}{'-heldout' if args.heldout else ''}-sasrec-rerank.json"
     data.write_json(report, out, indent=2)
     print(f"wrote {out}")
     return 0

@@ -15,7 +15,7 @@ import data
 import pipeline
 import report
 from runtime import InputError
-from scripts import sample_rows, sasrec_rerank
+from scripts import confirm_heldout, sample_rows, sasrec_rerank
 from tests import tiny
 
 
@@ -205,13 +205,25 @@ def test_whole_run_on_a_given_dataset(tmp_path):
 
     # scored on validation rows instead (choosing settings without the test rows): the same SFT,
     # a sample of valid.csv, the report says so
-    valid_report = pipeline.run(argv + ["--eval_split", "valid", "--until", "eval_sft", "--run", "valid"])
+    valid_report = pipeline.run(argv + ["--eval_split", "valid", "--run", "valid"])
     run = json.loads((tmp_path / "runs" / "valid" / "run.json").read_text())
     assert run["stages"]["sft"]["reused"] and not run["stages"]["test_sample"]["reused"]
     _, commands = pipeline.finished_stage(tmp_path / "runs" / "valid", "test_sample")
     assert commands[0][commands[0].index("--input") + 1] == str(tmp_path / "data" / "valid.csv")
     assert "validation rows" in (valid_report / "results.md").read_text()
     assert json.loads((valid_report / "results.json").read_text())["eval_split"] == "valid"
+
+    # confirming a choice on rows that took no part in it: the test rows outside the sample, or,
+    # for a choice made on validation rows, every test row
+    n_test = len(data.read_split_csv(tmp_path / "data" / "test.csv"))
+    for name, heldout in (("Toy_Store-tiny", n_test - 5), ("valid", n_test)):
+        confirm_heldout.main(["--run", name, "--runs_dir", str(tmp_path / "runs"), "--out_dir", str(tmp_path / "heldout")])
+        confirmed = json.loads((tmp_path / "heldout" / f"{name}.json").read_text())
+        assert confirmed["heldout_rows"] == heldout and set(confirmed["rl_vs_sft"]) == {"HR@10", "NDCG@10"}
+    sasrec_rerank.main(["--run", "Toy_Store-tiny", "--heldout", "--runs_dir", str(tmp_path / "runs"),
+                        "--out_dir", str(tmp_path / "analysis")])
+    rerank = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-heldout-sasrec-rerank.json").read_text())
+    assert rerank["rows"] == n_test - 5 and rerank["lambdas"]["0.0"]["vs_sft"]["HR@3"]["diff"] == 0
 
     # the same command again from scratch (one process): the same predictions, bit for bit
     again = pipeline.run([*argv[:argv.index("--runs_dir")], "--runs_dir", str(tmp_path / "runs2"),
