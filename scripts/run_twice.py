@@ -3,9 +3,10 @@ folder, and compare the two runs' outputs with each other and with the stage's o
 
     python scripts/run_twice.py --run ml100k-small --stage rl     # RL on 2 processes, then its evaluation
     python scripts/run_twice.py --run ml100k-small --stage rl --nproc 1
+    python scripts/run_twice.py --run ml100k-small --stage sft
 
 The stage's recorded commands (runs/<run>/run.json) are replayed with the output
-folders replaced; for `rl` the evaluation command is replayed on each copy too. Compared: the
+folders replaced, then the evaluation of the stage's checkpoint (eval_sft, eval_rl) on each copy. Compared: the
 saved weights (bit for bit, else the largest absolute difference), the predictions file (bit for
 bit, else the share of rows whose ranked list differs) and HR/NDCG@10. Writes
 results/reproducibility/<run>-<stage>-nproc<N>.json.
@@ -19,8 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-from safetensors.numpy import load_file
+from safetensors.torch import load_file
 
 import data
 from metrics import compute_metrics
@@ -40,10 +40,11 @@ def replayed(command: list[str], replace: dict[str, str], nproc: int) -> list[st
 
 
 def weights_difference(a: Path, b: Path) -> dict:
+    # torch, not numpy: numpy has no bfloat16, the dtype a model trained with --precision bf16 saves
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     if wa.keys() != wb.keys():
         return {"identical": False, "note": "different tensors"}
-    largest = max(float(np.abs(wa[k].astype(np.float64) - wb[k].astype(np.float64)).max()) for k in wa)
+    largest = max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa)
     return {"identical": largest == 0.0, "largest_abs_difference": largest}
 
 
@@ -56,7 +57,7 @@ def predictions_difference(a: Path, b: Path) -> dict:
 
 def main(argv=None):
     parser = run_analysis_parser(__doc__, "reproducibility")
-    parser.add_argument("--stage", choices=["rl"], default="rl", help="the stage replayed (with its evaluation)")
+    parser.add_argument("--stage", choices=["sft", "rl"], default="rl", help="the stage replayed (with its evaluation)")
     parser.add_argument("--nproc", type=int, default=2, help="processes of each replay")
     parser.add_argument("--work_dir", default=None, help="where the two replays go (default: runs/reproducibility)")
     args = parser.parse_args(argv)

@@ -15,7 +15,7 @@ import data
 import pipeline
 import report
 from runtime import InputError
-from scripts import confirm_heldout, sample_rows, sasrec_rerank
+from scripts import confirm_heldout, run_twice, sample_rows, sasrec_rerank
 from tests import tiny
 
 
@@ -224,6 +224,14 @@ def test_whole_run_on_a_given_dataset(tmp_path):
                         "--out_dir", str(tmp_path / "analysis")])
     rerank = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-heldout-sasrec-rerank.json").read_text())
     assert rerank["rows"] == n_test - 5 and rerank["lambdas"]["0.0"]["vs_sft"]["HR@3"]["diff"] == 0
+
+    # a finished stage replayed twice (one process): the same weights and predictions as its own run
+    run_twice.main(["--run", "Toy_Store-tiny", "--stage", "sft", "--nproc", "1", "--runs_dir", str(tmp_path / "runs"),
+                    "--out_dir", str(tmp_path / "repro")])
+    replayed = json.loads((tmp_path / "repro" / "Toy_Store-tiny-sft-nproc1.json").read_text())
+    assert replayed["weights_first_vs_second"]["identical"]
+    assert replayed["predictions_first_vs_second"]["identical_bytes"]
+    assert replayed["predictions_first_vs_stage"]["identical_bytes"]
 
     # the same command again from scratch (one process): the same predictions, bit for bit
     again = pipeline.run([*argv[:argv.index("--runs_dir")], "--runs_dir", str(tmp_path / "runs2"),
