@@ -195,7 +195,8 @@ def write_report(run_json, out_dir) -> dict:
         f.write("\n".join(lines))
     summary = {"run": run["run"], "command": run["command"], "commit": run["commit"],
                "changed_files": run.get("changed_files", []), "profile": run["profile"],
-               "category": run["category"], "eval_split": run.get("eval_split", "test"), "models": models, "ks": ks, "rl_vs_sft": rl_vs_sft,
+               "category": run["category"], "eval_split": run.get("eval_split", "test"), "models": models,
+               "ks": ks, "rl_vs_sft": rl_vs_sft,
                "timings_s": timings, "total_s": sum(timings.values()), "plots": plots}
     data.write_json(summary, out_dir / "results.json", indent=2)
     return summary
