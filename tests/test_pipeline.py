@@ -1,11 +1,12 @@
 """pipeline.py: content-addressed stages (skipped while their recipe is unchanged, shared between
-runs, a redone stage redoes every stage after it), profiles and overrides, dataset discovery, and
+runs, a stage that runs redoes the stages that read it, a forced one every stage after it), profiles and overrides, dataset discovery, and
 one whole run on a tiny model and dataset (SIDs from the given index, a test sample stage, a report
 with the paired bootstrap)."""
 
 import json
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import data
 import pipeline
 import report
 from runtime import InputError
-from scripts import confirm_heldout, run_twice, sample_rows, sasrec_rerank
+from scripts import confirm_heldout, prediction_popularity, run_twice, sample_rows, sasrec_rerank
 from tests import tiny
 
 
@@ -220,6 +221,10 @@ def test_whole_run_on_a_given_dataset(tmp_path):
         confirm_heldout.main(["--run", name, "--runs_dir", str(tmp_path / "runs"), "--out_dir", str(tmp_path / "heldout")])
         confirmed = json.loads((tmp_path / "heldout" / f"{name}.json").read_text())
         assert confirmed["heldout_rows"] == heldout and set(confirmed["rl_vs_sft"]) == {"HR@10", "NDCG@10"}
+    prediction_popularity.main(["--run", "Toy_Store-tiny", "--runs_dir", str(tmp_path / "runs"),
+                                "--out_dir", str(tmp_path / "analysis"), "--top_n", "3"])
+    shares = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-popularity.json").read_text())["models"]
+    assert set(shares) == {"SFT", "SFT+RL", "SASRec"} and all(0 <= m["top_n_share"] <= 1 for m in shares.values())
     sasrec_rerank.main(["--run", "Toy_Store-tiny", "--heldout", "--runs_dir", str(tmp_path / "runs"),
                         "--out_dir", str(tmp_path / "analysis")])
     rerank = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-heldout-sasrec-rerank.json").read_text())
@@ -257,3 +262,10 @@ def test_test_sample_and_its_complement_partition_the_split(tmp_path):
     # the sample is random.sample over the rows, as it always was; the complement keeps file order
     assert chosen == [key(r) for r in random.Random(3).sample(rows, 25)]
     assert left == [key(r) for r in rows if key(r) not in set(chosen)]
+
+
+def test_popularity_profile_of_known_lists():
+    counts = Counter({1: 10, 2: 5, 3: 1})  # item 4 never a training target
+    profile = prediction_popularity.popularity_profile([[1, 2], [3, 4]], counts, top_n=2)
+    assert profile["top_n_share"] == 0.5
+    assert profile["mean_log_count"] == pytest.approx(np.mean(np.log1p([10, 5, 1, 0])))
