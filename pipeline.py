@@ -203,6 +203,14 @@ def run_analysis_parser(description: str, results_subdir: str) -> ArgumentParser
     return parser
 
 
+def write_analysis(report: dict, out_dir, name: str) -> Path:
+    """An analysis script's results file `<out_dir>/<name>.json` (written atomically), also printed."""
+    out = Path(out_dir) / f"{name}.json"
+    data.write_json(report, out, indent=2)
+    print(json.dumps(report, indent=2))
+    return out
+
+
 def git_state() -> tuple[str, list[str]]:
     """The commit the code ran at (+ '-dirty' when tracked files differ from it), and those files."""
     def git(*args):

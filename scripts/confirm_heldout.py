@@ -19,9 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import data
 from metrics import compute_metrics
-from pipeline import finished_stage, git_state, run_analysis_parser
+from pipeline import finished_stage, git_state, run_analysis_parser, write_analysis
 from report import paired_bootstrap, per_row_metric, row_ranks
 from runtime import run_main
 
@@ -73,9 +72,7 @@ def main(argv=None):
         "rl_vs_sft": {metric: paired_bootstrap(per_row_metric(ranks["SFT"], metric),
                                                per_row_metric(ranks["SFT+RL"], metric)) for metric in METRICS},
     }
-    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}.json"
-    data.write_json(report, out, indent=2)
-    print(json.dumps(report, indent=2))
+    write_analysis(report, args.out_dir, args.run.replace("/", "-"))
     return 0
 
 

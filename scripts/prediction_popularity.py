@@ -20,7 +20,7 @@ import torch
 
 import data
 import sasrec
-from pipeline import finished_stage, git_state, run_analysis_parser
+from pipeline import finished_stage, git_state, run_analysis_parser, write_analysis
 from runtime import run_main
 
 TOP_K = 10
@@ -58,9 +58,7 @@ def main(argv=None):
     report = {"command": ["python", "scripts/prediction_popularity.py", "--run", args.run, "--top_n", str(args.top_n)],
               "commit": git_state()[0], "rows": len(rows), "top_n": args.top_n,
               "models": {name: popularity_profile(item_lists, counts, args.top_n) for name, item_lists in lists.items()}}
-    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}-popularity.json"
-    data.write_json(report, out, indent=2)
-    print(json.dumps(report, indent=2))
+    write_analysis(report, args.out_dir, f"{args.run.replace('/', '-')}-popularity")
     return 0
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-import data
 from metrics import compute_metrics
-from pipeline import finished_stage, git_state, run_analysis_parser
+from pipeline import finished_stage, git_state, run_analysis_parser, write_analysis
 from runtime import run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,10 +92,7 @@ def main(argv=None):
                            if k in ("HR@10", "NDCG@10")}
                     for name, path in (("stage", eval_dir), ("first", first / "eval"), ("second", second / "eval"))},
     }
-    out = Path(args.out_dir) / f"{args.run}-{args.stage}-nproc{args.nproc}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data.write_json(report, out, indent=2)
-    print(json.dumps(report, indent=2))
+    write_analysis(report, args.out_dir, f"{args.run}-{args.stage}-nproc{args.nproc}")
     return 0
 
 
