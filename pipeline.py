@@ -203,6 +203,11 @@ def run_analysis_parser(description: str, results_subdir: str) -> ArgumentParser
     return parser
 
 
+def heldout_dir(runs_dir, run: str) -> Path:
+    """Where scripts/confirm_heldout.py evaluates a run on its held-out rows (read by sasrec_rerank.py --heldout)."""
+    return Path(runs_dir) / "heldout" / run.replace("/", "-")
+
+
 def write_analysis(report: dict, out_dir, name: str) -> Path:
     """An analysis script's results file `<out_dir>/<name>.json` (written atomically), also printed."""
     out = Path(out_dir) / f"{name}.json"

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from metrics import compute_metrics
-from pipeline import finished_stage, git_state, run_analysis_parser, write_analysis
+from pipeline import finished_stage, git_state, heldout_dir, run_analysis_parser, write_analysis
 from report import paired_bootstrap, per_row_metric, row_ranks
 from runtime import run_main
 
@@ -40,7 +40,7 @@ def main(argv=None):
     _, sample_commands = finished_stage(run_dir, "test_sample")
     run = json.loads((run_dir / "run.json").read_text())
     sample = sample_commands[0]
-    work = Path(args.runs_dir) / "heldout" / args.run.replace("/", "-")
+    work = heldout_dir(args.runs_dir, args.run)
     heldout_csv = work / "test.csv"
     if run.get("eval_split") == "valid":  # chosen on validation rows: every test row is held out
         heldout_csv = Path(run["dataset"]["test.csv"])

@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import data
 import sasrec
@@ -48,16 +47,14 @@ def main(argv=None):
         rows = json.loads((folder / "predictions.json").read_text())
         lists[model] = [row["predict_item_ids"][:TOP_K] for row in rows]
     sasrec_dir, _ = finished_stage(run_dir, "sasrec")
-    model = sasrec.load_sasrec_checkpoint(sasrec_dir / "sasrec.pt")
-    model.eval()
-    with torch.no_grad():
-        states, lengths = model.states_from_histories([row["history_item_id"] for row in rows])
-        scores = model.forward_eval(states, lengths)
-        lists["SASRec"] = scores.topk(min(TOP_K, scores.size(-1)), dim=-1).indices.tolist()
+    model = sasrec.load_sasrec_checkpoint(sasrec_dir / "sasrec.pt")  # eval mode; forward_eval: no grad
+    scores = model.forward_eval(*model.states_from_histories([row["history_item_id"] for row in rows]))
+    lists["SASRec"] = scores.topk(min(TOP_K, scores.size(-1)), dim=-1).indices.tolist()
 
     report = {"command": ["python", "scripts/prediction_popularity.py", "--run", args.run, "--top_n", str(args.top_n)],
               "commit": git_state()[0], "rows": len(rows), "top_n": args.top_n,
-              "models": {name: popularity_profile(item_lists, counts, args.top_n) for name, item_lists in lists.items()}}
+              "models": {name: popularity_profile(item_lists, counts, args.top_n)
+                         for name, item_lists in lists.items()}}
     write_analysis(report, args.out_dir, f"{args.run.replace('/', '-')}-popularity")
     return 0
 

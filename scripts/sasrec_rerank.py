@@ -23,7 +23,7 @@ import torch
 import data
 import sasrec
 from metrics import clean_answer, hr_ndcg, ks_up_to, target_ranks
-from pipeline import finished_stage, git_state, run_analysis_parser
+from pipeline import finished_stage, git_state, heldout_dir, run_analysis_parser
 from report import paired_bootstrap, per_row_metric
 from runtime import InputError, run_main
 
@@ -52,7 +52,7 @@ def main(argv=None):
     run_dir = Path(args.runs_dir) / args.run
     eval_dir, _ = finished_stage(run_dir, "eval_sft")
     if args.heldout:
-        eval_dir = Path(args.runs_dir) / "heldout" / args.run.replace("/", "-") / "eval_sft"
+        eval_dir = heldout_dir(args.runs_dir, args.run) / "eval_sft"
         if not (eval_dir / "predictions.json").is_file():
             raise InputError(f"{eval_dir / 'predictions.json'}: no held-out predictions; run "
                              f"python scripts/confirm_heldout.py --run {args.run} first")
@@ -74,7 +74,8 @@ def main(argv=None):
             metric: paired_bootstrap(per_row_metric(base, metric), per_row_metric(ranks, metric))
             for metric in compared}}
         print(f"lambda {lam}: " + ", ".join(f"{metric} {metrics[metric]:.4f}" for metric in compared))
-    report = {"command": ["python", "scripts/sasrec_rerank.py", "--run", args.run, *(["--heldout"] if args.heldout else [])],
+    report = {"command": ["python", "scripts/sasrec_rerank.py", "--run", args.run,
+                          *(["--heldout"] if args.heldout else [])],
               "commit": git_state()[0],
               "rows": len(rows), "beams": len(rows[0]["predict"]), "eval_sft": str(eval_dir),
               "sasrec": str(sasrec_dir), "lambdas": results}

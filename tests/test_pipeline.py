@@ -1,7 +1,8 @@
 """pipeline.py: content-addressed stages (skipped while their recipe is unchanged, shared between
-runs, a stage that runs redoes the stages that read it, a forced one every stage after it), profiles and overrides, dataset discovery, and
-one whole run on a tiny model and dataset (SIDs from the given index, a test sample stage, a report
-with the paired bootstrap)."""
+runs; a stage that runs redoes the stages that read it, a forced one every stage after it),
+profiles and overrides, dataset discovery, and one whole run on a tiny model and dataset (SIDs from
+the given index, a test sample stage, a report with the paired bootstrap) with the analysis scripts
+on it."""
 
 import json
 import random
@@ -218,7 +219,8 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     # for a choice made on validation rows, every test row
     n_test = len(data.read_split_csv(tmp_path / "data" / "test.csv"))
     for name, heldout in (("Toy_Store-tiny", n_test - 5), ("valid", n_test)):
-        confirm_heldout.main(["--run", name, "--runs_dir", str(tmp_path / "runs"), "--out_dir", str(tmp_path / "heldout")])
+        confirm_heldout.main(["--run", name, "--runs_dir", str(tmp_path / "runs"),
+                              "--out_dir", str(tmp_path / "heldout")])
         confirmed = json.loads((tmp_path / "heldout" / f"{name}.json").read_text())
         assert confirmed["heldout_rows"] == heldout and set(confirmed["rl_vs_sft"]) == {"HR@10", "NDCG@10"}
     prediction_popularity.main(["--run", "Toy_Store-tiny", "--runs_dir", str(tmp_path / "runs"),
