@@ -25,7 +25,7 @@ import torch
 from runtime import InputError
 
 REWARD_TYPES = ("rule", "ranking", "ranking_only", "semantic", "sasrec")
-SASREC_SCORES = ("logit", "prob")
+SASREC_SCORES = ("logit", "prob", "pmi")
 
 
 def _clean(text: str) -> str:
@@ -112,16 +112,34 @@ def make_semantic_reward(embeddings_path, index):
     return semantic_reward
 
 
-def make_sasrec_reward(cf_path, index, score: str = "logit"):
+def item_log_prior(train_file, num_items: int) -> torch.Tensor:
+    """log of each item's share of the training targets (the `item_id` column of `train_file`),
+    add-one smoothed so an item never seen as a target keeps a finite prior."""
+    from data import read_split_csv
+
+    counts = torch.ones(num_items, dtype=torch.float64)
+    for row in read_split_csv(train_file):
+        if row.item_id < num_items:
+            counts[row.item_id] += 1
+    return (counts / counts.sum()).log().float()
+
+
+def make_sasrec_reward(cf_path, index, score: str = "logit", train_file=""):
     """The SASRec model's score of the completion's item after the row's history: its raw logit
-    (`score="logit"`, as the original cf_reward) or its softmax probability over the catalogue
-    (`"prob"`). An invalid completion gets the row's lowest score over the catalogue. Rows with a
-    title answer or without a history get the rule reward. `cf_path` is a sasrec.py checkpoint or
-    an original MiniOneRec SASRec state dict."""
+    (`score="logit"`, as the original cf_reward), its softmax probability over the catalogue
+    (`"prob"`), or its pointwise mutual information with the history (`"pmi"`: log-probability
+    minus the log of the item's share of `train_file`'s targets). `pmi` takes out the part of the
+    score every history shares: the policy learnt each item's popularity in SFT already, and a
+    reward that repeats it counts it twice (a product of two experts with one prior divides by
+    that prior once). An invalid completion gets the row's lowest score over the catalogue. Rows
+    with a title answer or without a history get the rule reward. `cf_path` is a sasrec.py
+    checkpoint or an original MiniOneRec SASRec state dict."""
     import sasrec
 
     if score not in SASREC_SCORES:
         raise InputError(f"--sasrec_score {score!r}: choose one of {SASREC_SCORES}")
+    if score == "pmi" and not train_file:
+        raise InputError("--sasrec_score pmi needs --train_file (its targets give each item's prior)")
     if not Path(cf_path).exists():
         raise FileNotFoundError(f"--cf_path {cf_path}: SASRec checkpoint not found (needed by --reward_type sasrec)")
     try:
@@ -134,6 +152,7 @@ def make_sasrec_reward(cf_path, index, score: str = "logit"):
             f"--cf_path {cf_path}: the SASRec model knows {model.item_num} items, fewer than the "
             f"index's item ids (up to {lookup.max_item_id}): it was trained on another catalogue"
         )
+    log_prior = item_log_prior(train_file, model.item_num) if score == "pmi" else None
 
     @torch.no_grad()
     def sasrec_reward(completions, target, history_item_ids, answer_type, **kwargs) -> list[float]:
@@ -144,6 +163,8 @@ def make_sasrec_reward(cf_path, index, score: str = "logit"):
             scores = model.forward_eval(states, lengths).float()
             if score == "prob":
                 scores = scores.softmax(dim=-1)
+            elif score == "pmi":
+                scores = scores.log_softmax(dim=-1) - log_prior
             predicted = lookup.items([completions[i] for i in scored.tolist()])
             picked = scores.gather(1, predicted.clamp(min=0)[:, None]).squeeze(1)
             rewards[scored] = torch.where(predicted >= 0, picked, scores.min(dim=1).values).cpu()
@@ -153,7 +174,7 @@ def make_sasrec_reward(cf_path, index, score: str = "logit"):
 
 
 def build_reward_funcs(reward_type, num_generations, index, beam_search, ada_path="", cf_path="",
-                       sasrec_score="logit"):
+                       sasrec_score="logit", train_file=""):
     """The reward functions of a --reward_type (TRL sums them)."""
     if reward_type not in REWARD_TYPES:
         raise InputError(f"--reward_type {reward_type!r}: choose one of {REWARD_TYPES}")
@@ -174,4 +195,4 @@ def build_reward_funcs(reward_type, num_generations, index, beam_search, ada_pat
         return [make_semantic_reward(ada_path, index)]
     if not cf_path:
         raise InputError("--reward_type sasrec needs --cf_path (a SASRec checkpoint)")
-    return [make_sasrec_reward(cf_path, index, sasrec_score)]
+    return [make_sasrec_reward(cf_path, index, sasrec_score, train_file)]

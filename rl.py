@@ -372,8 +372,10 @@ def train(
             sid_history_to_title. The default is the original's three (title history sampled
             to 10k rows as its rl.py does).
         prompt_style: upstream (the original's RL prompts) or unified (the project's wording).
-        sasrec_score: the sasrec reward's score: logit (the original's raw SASRec logit) or prob
-            (its softmax probability over the catalogue).
+        sasrec_score: the sasrec reward's score: logit (the original's raw SASRec logit), prob
+            (its softmax probability over the catalogue) or pmi (its log-probability minus the log
+            of the item's share of train_file's targets: the popularity SFT already learnt, not
+            counted twice).
         cutoff_len: max tokens of prompt + answer; a longer prompt loses its oldest history items,
             then the end of its item text.
         eval_sample: validation rows evaluated (-1: all, as the original).
@@ -417,7 +419,7 @@ def train(
     catalogue = data.Catalogue(sid_index_path, item_meta_path, info_file, category,
                                allow_unreachable_targets=allow_unreachable_targets)
     reward_funcs = build_reward_funcs(reward_type, num_generations, catalogue.index, beam_search, ada_path,
-                                      cf_path, sasrec_score)
+                                      cf_path, sasrec_score, train_file)
     set_seed(seed)
 
     # --- policy (loaded once) and the answer catalogues ----------------------------------------

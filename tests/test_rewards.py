@@ -117,6 +117,42 @@ def test_sasrec_reward_probabilities_and_invalid_completions(tmp_path):
     assert total_reward(funcs, **invalid)[0] == pytest.approx(lowest, abs=1e-6)
 
 
+def test_sasrec_pmi_reward_divides_out_the_training_prior(tmp_path):
+    """pmi = log p_SASRec(item | history) - log (item's add-one-smoothed share of training targets)."""
+    import data
+
+    torch.manual_seed(2)
+    model = sasrec.SASRec(8, hidden_size=16, state_size=10).eval()
+    sasrec.save_checkpoint(model, tmp_path / "ours.pt")
+    rows = tiny.synthetic_rows(INDEX, META, n_users=5, seq_len=4)  # 15 rows
+    data.write_split_csv(rows, tmp_path / "train.csv")
+    counts = np.ones(8)
+    for row in rows:
+        counts[row["item_id"]] += 1
+    log_prior = np.log(counts / counts.sum())
+    funcs = build_reward_funcs("sasrec", G, INDEX, beam_search=True, cf_path=str(tmp_path / "ours.pt"),
+                               sasrec_score="pmi", train_file=str(tmp_path / "train.csv"))
+    got = total_reward(funcs, **batch())
+    expected = list(HITS)
+    for row, (_, answer_type, _, _, history, completions) in enumerate(ROWS):
+        if answer_type == "sid" and history:
+            states, lengths = model.states_from_histories([history])
+            logp = model.forward_eval(states, lengths)[0].log_softmax(-1).detach().numpy()
+            for j, completion in enumerate(completions):
+                item = next(i for i, sid in SID.items() if sid == completion)
+                expected[row * G + j] = logp[item] - log_prior[item]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # within a group (what the advantage sees) pmi is the logit difference minus the prior difference
+    logit = total_reward(build_reward_funcs("sasrec", G, INDEX, beam_search=True, cf_path=str(tmp_path / "ours.pt")),
+                         **batch())
+    items = [next(i for i, sid in SID.items() if sid == c) for c in ROWS[0][5]]
+    assert got[0] - got[1] == pytest.approx(logit[0] - logit[1] - (log_prior[items[0]] - log_prior[items[1]]),
+                                            abs=1e-5)
+    with pytest.raises(InputError, match="--sasrec_score pmi needs --train_file"):
+        build_reward_funcs("sasrec", G, INDEX, beam_search=True, cf_path=str(tmp_path / "ours.pt"),
+                           sasrec_score="pmi")
+
+
 def test_sasrec_reward_input_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
     with pytest.raises(InputError, match="--cf_path .*not a SASRec checkpoint"):
