@@ -3,13 +3,17 @@ lambda x SASRec log-probability, on the run's own test rows.
 
     python scripts/sasrec_rerank.py --run ml100k-small
     python scripts/sasrec_rerank.py --run ml100k-small --heldout   # after scripts/confirm_heldout.py
+    python scripts/sasrec_rerank.py --run ml100k-small --sasrec_score pmi
 
 RL with `--reward_type sasrec --scale_rewards none --beta B` has the KL-regularised optimum
 pi_SFT(item) x p_SASRec(item)^(1/B): its best case on a prompt is this re-ranking of the items the
 SFT policy proposes (lambda = 1/B). The run's eval_sft predictions (beams with their summed
 log-probabilities) and its SASRec checkpoint are read; each row's beams are re-ranked for every
 lambda, and HR@K / NDCG@K are reported with the paired bootstrap of each lambda against the SFT's
-own order (lambda 0). Writes results/analysis/<run>-sasrec-rerank.json.
+own order (lambda 0). With `--sasrec_score pmi` the SASRec term is the reward rl.py's
+`--sasrec_score pmi` gives (log-probability minus the item's log share of the run's training
+targets), so the optimum re-ranked is that reward's. Writes
+results/analysis/<run>[-heldout][-pmi]-sasrec-rerank.json.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sasrec
 from metrics import clean_answer, hr_ndcg, ks_up_to, target_ranks
 from pipeline import finished_stage, git_state, heldout_dir, run_analysis_parser
 from report import paired_bootstrap, per_row_metric
+from rewards import item_log_prior
 from runtime import InputError, run_main
 
 LAMBDAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -47,6 +52,9 @@ def main(argv=None):
     parser.add_argument("--heldout", action="store_true",
                         help="re-rank the SFT's beams on the held-out rows scripts/confirm_heldout.py evaluated "
                              "(rows that took no part in choosing the settings) instead of the run's own rows")
+    parser.add_argument("--sasrec_score", choices=("logit", "pmi"), default="logit",
+                        help="the SASRec term: its log-probability (the logit reward's optimum) or that minus the "
+                             "item's log share of the training targets (the pmi reward's)")
     args = parser.parse_args(argv)
 
     run_dir = Path(args.runs_dir) / args.run
@@ -63,6 +71,9 @@ def main(argv=None):
     with torch.no_grad():
         states, lengths = model.states_from_histories([row["history_item_id"] for row in rows])
         logp = torch.log_softmax(model.forward_eval(states, lengths).float(), dim=-1)
+    if args.sasrec_score == "pmi":
+        train_csv = json.loads((run_dir / "run.json").read_text())["dataset"]["train.csv"]
+        logp = logp - item_log_prior(train_csv, model.item_num)
     ks = ks_up_to(len(rows[0]["predict"]))
     compared = (f"HR@{ks[-1]}", f"NDCG@{ks[-1]}") if ks[-1] < 10 else ("HR@10", "NDCG@10")
     base = reranked_ranks(rows, logp, 0.0)
@@ -75,11 +86,13 @@ def main(argv=None):
             for metric in compared}}
         print(f"lambda {lam}: " + ", ".join(f"{metric} {metrics[metric]:.4f}" for metric in compared))
     report = {"command": ["python", "scripts/sasrec_rerank.py", "--run", args.run,
-                          *(["--heldout"] if args.heldout else [])],
+                          *(["--heldout"] if args.heldout else []),
+                          *(["--sasrec_score", args.sasrec_score] if args.sasrec_score != "logit" else [])],
               "commit": git_state()[0],
               "rows": len(rows), "beams": len(rows[0]["predict"]), "eval_sft": str(eval_dir),
-              "sasrec": str(sasrec_dir), "lambdas": results}
-    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}{'-heldout' if args.heldout else ''}-sasrec-rerank.json"
+              "sasrec": str(sasrec_dir), "sasrec_score": args.sasrec_score, "lambdas": results}
+    suffix = ("-heldout" if args.heldout else "") + ("-pmi" if args.sasrec_score == "pmi" else "")
+    out = Path(args.out_dir) / f"{args.run.replace('/', '-')}{suffix}-sasrec-rerank.json"
     data.write_json(report, out, indent=2)
     print(f"wrote {out}")
     return 0

@@ -199,6 +199,11 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     for metric in ("HR@1", "HR@3", "NDCG@3"):
         assert rerank["lambdas"]["0.0"]["metrics"][metric] == pytest.approx(summary["models"]["SFT"][metric])
     assert rerank["lambdas"]["0.0"]["vs_sft"]["HR@3"]["diff"] == 0
+    # the pmi reward's optimum: the same SFT order at lambda 0, another SASRec term after it
+    sasrec_rerank.main(["--run", "Toy_Store-tiny", "--sasrec_score", "pmi", "--runs_dir", str(tmp_path / "runs"),
+                        "--out_dir", str(tmp_path / "analysis")])
+    pmi = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-pmi-sasrec-rerank.json").read_text())
+    assert pmi["sasrec_score"] == "pmi" and pmi["lambdas"]["0.0"]["metrics"] == rerank["lambdas"]["0.0"]["metrics"]
 
     # an RL override reuses every stage before RL
     pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
