@@ -51,7 +51,9 @@ FLAG_SECTIONS = ("sasrec", "sft", "eval", "rl")
 STAGES = ("backbone", "data", "sids", "split_csvs", "test_sample", "sasrec", "sft", "eval_sft", "embeddings", "rl",
           "eval_rl")
 # files other stages made, named in rl settings as {name}: `--set rl.cf_path={sasrec_checkpoint}`
-# (the sasrec reward), `--set rl.ada_path={item_embeddings}` (the semantic reward)
+# (the sasrec reward), `--set rl.ada_path={item_embeddings}` (the semantic reward); the dataset's
+# files are {train_csv}, {valid_csv}, ... (`--set rl.train_file={valid_csv}`: RL prompts from
+# rows neither SFT nor SASRec trained on)
 RL_PLACEHOLDERS = ("sasrec_checkpoint", "item_embeddings")
 DATASET_FILES = ("train.csv", "valid.csv", "test.csv", "index.json", "item.json", "info.txt")
 logger = logging.getLogger("pipeline")
@@ -368,7 +370,7 @@ def run(argv=None) -> Path:
         outputs["eval_sft_dir"] = str(pipe.stage("eval_sft", evaluate(sft / "final_checkpoint")))
     if wanted("rl"):
         needs = {key for key in RL_PLACEHOLDERS if any(f"{{{key}}}" in str(v) for v in profile["rl"].values())}
-        resolved = {}
+        resolved = {name.replace(".", "_"): str(path) for name, path in files.items()}
         if "item_embeddings" in needs:
             if args.data_dir:
                 embedded = pipe.stage("embeddings", lambda out: [
@@ -383,11 +385,12 @@ def run(argv=None) -> Path:
             resolved["sasrec_checkpoint"] = str(sasrec / "sasrec.pt")
         rl_settings = {key: str(value).format_map(resolved) if isinstance(value, str) else value
                        for key, value in profile["rl"].items()}
-        rl = pipe.stage("rl", lambda out: [launch + [
-            "rl.py", "--model_path", sft / "final_checkpoint", "--train_file", files["train.csv"],
-            "--eval_file", files["valid.csv"], "--info_file", files["info.txt"],
-            "--sid_index_path", files["index.json"], "--item_meta_path", files["item.json"],
-            "--category", category, "--output_dir", out, *as_flags(rl_settings, fire=True)]])
+        # a setting naming a flag the stage passes itself (train_file, say) replaces it in place
+        rl = pipe.stage("rl", lambda out: [launch + ["rl.py", *as_flags({
+            "model_path": sft / "final_checkpoint", "train_file": files["train.csv"],
+            "eval_file": files["valid.csv"], "info_file": files["info.txt"],
+            "sid_index_path": files["index.json"], "item_meta_path": files["item.json"],
+            "category": category, "output_dir": out, **rl_settings}, fire=True)]])
         outputs["rl_dir"] = str(rl)
     if wanted("eval_rl"):
         outputs["eval_rl_dir"] = str(pipe.stage("eval_rl", evaluate(rl / "final_checkpoint")))

@@ -205,10 +205,14 @@ def test_whole_run_on_a_given_dataset(tmp_path):
     pmi = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-pmi-sasrec-rerank.json").read_text())
     assert pmi["sasrec_score"] == "pmi" and pmi["lambdas"]["0.0"]["metrics"] == rerank["lambdas"]["0.0"]["metrics"]
 
-    # an RL override reuses every stage before RL
-    pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--run", "other"])
+    # an RL override reuses every stage before RL; one naming a flag the stage passes itself
+    # (RL prompts from the validation rows) replaces it instead of passing it twice
+    pipeline.run(argv + ["--set", "rl.reward_type=ranking", "--set", "rl.train_file={valid_csv}", "--run", "other"])
     run = json.loads((tmp_path / "runs" / "other" / "run.json").read_text())
     assert [name for name, stage in run["stages"].items() if not stage["reused"]] == ["rl", "eval_rl"]
+    _, commands = pipeline.finished_stage(tmp_path / "runs" / "other", "rl")
+    assert commands[0].count("--train_file") == 1
+    assert commands[0][commands[0].index("--train_file") + 1] == str(tmp_path / "data" / "valid.csv")
 
     # scored on validation rows instead (choosing settings without the test rows): the same SFT,
     # a sample of valid.csv, the report says so
