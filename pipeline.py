@@ -16,7 +16,8 @@ the same test rows, with a paired bootstrap of SFT+RL against SFT.
 
 Settings come from a profile, a JSON file under config/profiles/ (`--profile small`) that passes
 every flag a stage relies on explicitly, so a script's defaults changing does not change a run;
-`--set rl.reward_type=rule` overrides one flag of one stage (sasrec, sft, eval, rl).
+`--set rl.reward_type=rule` overrides one flag of one stage (sasrec, sft, eval, rl); rl settings
+name files by placeholder: {sasrec_checkpoint}, {item_embeddings}, {train_csv}, {valid_csv}.
 
     python pipeline.py                                  # built-in MovieLens-100k, small profile
     python pipeline.py --profile smollm2                # pretrained SmolLM2-135M-Instruct
