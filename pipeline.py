@@ -238,6 +238,10 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of SASRec, SFT and RL (default: the profile's); the test sample keeps the "
                              "profile's test_seed so runs stay paired")
+    parser.add_argument("--test_rows", type=int, default=None,
+                        help="rows of the seeded sample every model is scored on (default: the profile's, 2,000 "
+                             "for small; -1: every row of the split, e.g. all validation rows for an ablation "
+                             "that must resolve differences under 0.01)")
     parser.add_argument("--data_dir", default=None,
                         help="a prepared dataset instead of the built-in MovieLens-100k: a folder with train.csv, "
                              "valid.csv, test.csv, index.json, item.json, info.txt, or the original's data/Amazon "
@@ -337,7 +341,8 @@ def run(argv=None) -> Path:
     # so new SIDs (or a new dataset) make a new sample
     sample = pipe.stage("test_sample", lambda out: [
         [py, "scripts/sample_rows.py", "--input", files[f"{args.eval_split}.csv"], "--output", out / "test.csv",
-         "--rows", profile["test_rows"], "--seed", profile["test_seed"]]])
+         "--rows", profile["test_rows"] if args.test_rows is None else args.test_rows,
+         "--seed", profile["test_seed"]]])
     test_csv = str(sample / "test.csv")
     outputs: dict[str, str] = {"test_csv": test_csv}
 

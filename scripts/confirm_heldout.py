@@ -22,7 +22,7 @@ from pathlib import Path
 from metrics import compute_metrics
 from pipeline import finished_stage, git_state, heldout_dir, run_analysis_parser, write_analysis
 from report import paired_bootstrap, per_row_metric, row_ranks
-from runtime import run_main
+from runtime import InputError, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("HR@10", "NDCG@10")
@@ -48,6 +48,8 @@ def main(argv=None):
         subprocess.run([sys.executable, "scripts/sample_rows.py", "--input", option(sample, "--input"),
                         "--output", str(heldout_csv), "--rows", option(sample, "--rows"), "--seed",
                         option(sample, "--seed"), "--complement"], cwd=REPO, check=True)
+    if len(heldout_csv.read_text().splitlines()) < 2:  # a header and no row
+        raise InputError(f"{run_dir}: the run scored every test row (pipeline.py --test_rows): none is held out")
 
     predictions = {}
     for model, eval_stage in (("SFT", "eval_sft"), ("SFT+RL", "eval_rl")):

@@ -232,6 +232,13 @@ def test_whole_run_on_a_given_dataset(tmp_path):
                               "--out_dir", str(tmp_path / "heldout")])
         confirmed = json.loads((tmp_path / "heldout" / f"{name}.json").read_text())
         assert confirmed["heldout_rows"] == heldout and set(confirmed["rl_vs_sft"]) == {"HR@10", "NDCG@10"}
+    # every test row scored (--test_rows -1): nothing is left to confirm on, and confirm says so
+    pipeline.run(argv + ["--test_rows", "-1", "--run", "all_rows", "--until", "eval_sft"])
+    _, commands = pipeline.finished_stage(tmp_path / "runs" / "all_rows", "test_sample")
+    assert len(data.read_split_csv(commands[0][commands[0].index("--output") + 1])) == n_test
+    with pytest.raises(InputError, match="none is held out"):
+        confirm_heldout.main(["--run", "all_rows", "--runs_dir", str(tmp_path / "runs"),
+                              "--out_dir", str(tmp_path / "heldout")])
     prediction_popularity.main(["--run", "Toy_Store-tiny", "--runs_dir", str(tmp_path / "runs"),
                                 "--out_dir", str(tmp_path / "analysis"), "--top_n", "3"])
     shares = json.loads((tmp_path / "analysis" / "Toy_Store-tiny-popularity.json").read_text())["models"]
