@@ -117,10 +117,8 @@ def item_log_prior(train_file, num_items: int) -> torch.Tensor:
     add-one smoothed so an item never seen as a target keeps a finite prior."""
     from data import read_split_csv
 
-    counts = torch.ones(num_items, dtype=torch.float64)
-    for row in read_split_csv(train_file):
-        if row.item_id < num_items:
-            counts[row.item_id] += 1
+    targets = torch.tensor([row.item_id for row in read_split_csv(train_file)], dtype=torch.long)
+    counts = 1.0 + torch.bincount(targets[targets < num_items], minlength=num_items).double()
     return (counts / counts.sum()).log().float()
 
 
