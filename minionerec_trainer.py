@@ -13,6 +13,12 @@ changes only what recommendation needs:
 - `dynamic_sampling` over-generates 1.5x and keeps the target and the most frequent others;
   `add_gt` puts the ground truth into a group that missed it;
 - `mask_all_zero` drops groups whose rewards are all equal from the loss;
+- `objective` "listwise" replaces GRPO's clipped policy-gradient loss by the KL from each group's
+  share of the KL-regularised optimum, pi_ref * exp(advantage / beta) renormalised over the group's
+  G candidates, to the policy's share (listwise_kl): the re-ranking of the group by the reward,
+  learnt directly instead of through sampled advantages;
+- TRL shuffles the rows of a generation batch; each micro-batch is put back in group order
+  (rows_in_group_order) so completion_logits runs each group's prompt once in the policy pass;
 - `test_during_training` reports HR@K / NDCG@K (K in 3, 5, 10, 20 up to `test_beam`) of
   `test_beam`-beam search: as the original, on the current batch's prompts at every step; or,
   given `test_prompts`, on those every `test_steps`. The decoder is stateless, so this does not
@@ -63,6 +69,13 @@ class ReReConfig(GRPOConfig):
         "help": "Optimiser steps between tests on test_prompts."})
     decode_batch_size: int = field(default=8, metadata={
         "help": "Prompts decoded together in rollouts and tests (x beams rows)."})
+    objective: str = field(default="grpo", metadata={
+        "help": "grpo (TRL's loss_type: the original's GRPO, or DAPO/GSPO) or listwise: the KL from each "
+                "group's share of pi_ref * exp(advantage / beta) to the policy's share of the group "
+                "(needs beta > 0; the k3 KL term and clipping do not apply)."})
+
+
+OBJECTIVES = ("grpo", "listwise")
 
 
 TEST_KS = (3, 5, 10, 20)  # the original's test_during_training cut-offs
@@ -93,6 +106,34 @@ def select_candidates(items: torch.Tensor, targets: torch.Tensor, group_size: in
         items = items.clone()
         items[missing, -1] = targets[missing]
     return items
+
+
+def rows_in_group_order(batch: dict) -> dict:
+    """`batch` with its rows sorted by `group_ids` (stable: a group keeps its rollout order);
+    every tensor with a row per completion is permuted, scalars and the rest pass through."""
+    order = batch["group_ids"].argsort(stable=True)
+    rows = len(order)
+    return {key: value[order] if torch.is_tensor(value) and value.dim() and len(value) == rows else value
+            for key, value in batch.items()}
+
+
+def group_log_softmax(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """log softmax of `scores` [rows] within each group of `group_ids` [rows] (any order, groups
+    may be partial)."""
+    n_groups = int(group_ids.max()) + 1
+    peak = scores.new_full((n_groups,), -math.inf).scatter_reduce(0, group_ids, scores.detach(), "amax")
+    shifted = scores - peak[group_ids]
+    total = scores.new_zeros(n_groups).index_add(0, group_ids, shifted.exp())
+    return shifted - total.log()[group_ids]
+
+
+def listwise_kl(policy_scores: torch.Tensor, target_scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """Mean over groups of KL(target || policy), both softmaxes of their scores [rows] within each
+    group: its gradient in a row's policy score is policy share - target share."""
+    target = group_log_softmax(target_scores.detach(), group_ids)
+    per_row = target.exp() * (target - group_log_softmax(policy_scores, group_ids))
+    n_groups = group_ids.unique().numel()
+    return per_row.sum() / n_groups
 
 
 def completion_logits(model, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
@@ -155,6 +196,11 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
                 f"by --num_generations {args.num_generations}: a group of G rollouts must stay on one "
                 "process and in one micro-batch"
             )
+        if args.objective not in OBJECTIVES:
+            raise ValueError(f"objective {args.objective!r}: choose one of {OBJECTIVES}")
+        if args.objective == "listwise" and args.beta <= 0:
+            raise ValueError(f"the listwise objective learns pi_ref * exp(advantage / beta): it needs beta > 0, "
+                             f"not {args.beta}")
         self.tries = {"sid": trie} if title_trie is None else {"sid": trie, "title": title_trie}
         for kind, catalogue in self.tries.items():
             if args.beam_search and args.num_generations > len(catalogue):
@@ -183,6 +229,8 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
             raise ValueError(f"rows with answer_type {sorted(unknown)} but the trainer's catalogues are "
                              f"{sorted(self.tries)} (title-answer rows need title_trie)")
         output = super()._generate_and_score_completions(inputs)
+        rows = len(output["advantages"])
+        output["group_ids"] = torch.arange(rows, device=output["advantages"].device) // self.num_generations
         if self.args.mask_all_zero and self.model.training:
             g = self.num_generations
             zero_group = (output["advantages"].view(-1, g).abs() < 1e-6).all(dim=1)
@@ -192,6 +240,9 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
             self._metrics["train"]["groups_dropped_all_zero"].append(
                 self.accelerator.gather(zero_group.float().mean()).mean().item())
         return output
+
+    def _prepare_inputs(self, generation_batch):
+        return rows_in_group_order(super()._prepare_inputs(generation_batch))
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         start = time.perf_counter()
@@ -294,6 +345,23 @@ class ReReTrainer(RunCheckpoints, GRPOTrainer):
         if model is self.ref_model and self.model.training:
             self._seconds["reference"] += time.perf_counter() - start
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    # --- loss ----------------------------------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        if self.args.objective == "grpo":
+            return super()._compute_loss(model, inputs)
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        completion_mask = inputs["completion_mask"]
+        per_token_logps, _, _ = self._get_per_token_logps_and_entropies(
+            model, torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([inputs["prompt_mask"], completion_mask], dim=1), completion_ids.size(1))
+        policy = (per_token_logps * completion_mask).sum(1)
+        reference = (inputs["ref_per_token_logps"] * completion_mask).sum(1)
+        loss = listwise_kl(policy, reference + inputs["advantages"] / self.beta, inputs["group_ids"])
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["listwise_kl"].append(self.accelerator.gather(loss.detach()).mean().item())
+        return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
 
     def _calculate_rewards(self, *args, **kwargs):
         start = time.perf_counter()

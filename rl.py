@@ -35,7 +35,7 @@ from transformers import set_seed
 
 import data
 from checkpoints import flag_defaults, run_record, save_outputs
-from minionerec_trainer import ReReConfig, ReReTrainer
+from minionerec_trainer import OBJECTIVES, ReReConfig, ReReTrainer
 from modeling import check_vocab_matches, default_dtype, load_causal_lm, load_tokenizer
 from rewards import SASREC_SCORES, build_reward_funcs
 from runtime import InputError, report_to, require_paths, run_cli
@@ -104,7 +104,8 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 
 def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train,
-                prompt_style="upstream", sasrec_score="logit", scale_rewards="group"):
+                prompt_style="upstream", sasrec_score="logit", scale_rewards="group", objective="grpo",
+                beta=0.04):
     """The flag values and combinations that must fail before any work."""
     if not output_dir:
         raise InputError("--output_dir is required")
@@ -125,6 +126,13 @@ def check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_
         raise InputError(f"--sasrec_score {sasrec_score!r}: choose one of {SASREC_SCORES}")
     if scale_rewards not in SCALE_REWARDS:
         raise InputError(f"--scale_rewards {scale_rewards!r}: choose one of {SCALE_REWARDS}")
+    if objective not in OBJECTIVES:
+        raise InputError(f"--objective {objective!r}: choose one of {OBJECTIVES}")
+    if objective == "listwise" and beta <= 0:
+        raise InputError(f"--objective listwise learns pi_ref * exp(advantage / beta): it needs --beta > 0, "
+                         f"not {beta}")
+    if objective == "listwise" and (dapo or gspo):
+        raise InputError("--dapo and --gspo shape GRPO's loss: not with --objective listwise")
 
 
 def load_policy(model_path, index, precision="auto"):
@@ -213,7 +221,7 @@ def build_arguments(model, max_completion_length, *, output_dir, seed, train_bat
                     save_total_limit, max_grad_norm, lr_scheduler_type, warmup_ratio, optim, wandb_project,
                     wandb_run_name, deepspeed, log_completions, gradient_checkpointing, beam_search,
                     dynamic_sampling, add_gt, mask_all_zero, test_during_training, test_beam,
-                    decode_batch_size, scale_rewards="group") -> ReReConfig:
+                    decode_batch_size, scale_rewards="group", objective="grpo") -> ReReConfig:
     """The ReReConfig (TRL GRPOConfig + the recommendation options) of rl.py's flags."""
     return ReReConfig(
         output_dir=output_dir,
@@ -232,6 +240,7 @@ def build_arguments(model, max_completion_length, *, output_dir, seed, train_bat
         importance_sampling_level="sequence" if gspo else "token",
         sync_ref_model=sync_ref_model,
         scale_rewards=scale_rewards,
+        objective=objective,
         bf16=model.dtype == torch.bfloat16,
         max_grad_norm=max_grad_norm,
         lr_scheduler_type=lr_scheduler_type,
@@ -320,6 +329,7 @@ def train(
     log_completions: bool = False,
     gradient_checkpointing: bool = False,
     scale_rewards: str = "group",
+    objective: str = "grpo",
 ):
     """GRPO (ReReTrainer) over the RL tasks: by default the original's SID history -> next SID,
     title and description -> SID, title history -> next SID.
@@ -405,6 +415,10 @@ def train(
             by the group's std: the original's), batch (by the batch's std), or none (reward minus the
             group mean, in the reward's own units: with the sasrec reward, a SASRec log-probability,
             and beta 1, the KL-regularised optimum is the reference policy times SASRec's probability).
+        objective: grpo (the original's GRPO loss; DAPO/GSPO with --dapo/--gspo) or listwise: per
+            group, the KL from the KL-regularised optimum restricted to the group's G candidates,
+            pi_ref * exp(advantage / beta) renormalised, to the policy's renormalised share: the
+            group re-ranked by the reward, learnt directly (needs beta > 0; no clipping, no k3 term).
     """
     run_settings = dict(locals())  # the flags as given, recorded with every checkpoint
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -414,7 +428,7 @@ def train(
     if test_file:
         require_paths(test_file=test_file)
     check_flags(output_dir, dapo, gspo, num_generations, train_batch_size, eval_batch_size, sample_train,
-                prompt_style, sasrec_score, scale_rewards)
+                prompt_style, sasrec_score, scale_rewards, objective, beta)
     tasks = parse_rl_tasks(rl_tasks)
     catalogue = data.Catalogue(sid_index_path, item_meta_path, info_file, category,
                                allow_unreachable_targets=allow_unreachable_targets)
@@ -455,7 +469,7 @@ def train(
         deepspeed=deepspeed, log_completions=log_completions, gradient_checkpointing=gradient_checkpointing,
         beam_search=beam_search, dynamic_sampling=dynamic_sampling, add_gt=add_gt,
         mask_all_zero=mask_all_zero, test_during_training=test_during_training, test_beam=test_beam,
-        decode_batch_size=decode_batch_size, scale_rewards=scale_rewards)
+        decode_batch_size=decode_batch_size, scale_rewards=scale_rewards, objective=objective)
     trainer = ReReTrainer(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_data,
         eval_dataset=eval_data, trie=sid_trie, title_trie=title_trie, processing_class=tokenizer,
