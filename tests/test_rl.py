@@ -16,7 +16,8 @@ import rl
 from decoding import constrained_sample, sid_beam_search
 from decoding_reference import score_completions
 from sid_trie import SidTrie
-from minionerec_trainer import ReReConfig, ReReTrainer, completion_logits, select_candidates
+from minionerec_trainer import (ReReConfig, ReReTrainer, completion_logits, listwise_kl, rows_in_group_order,
+                                select_candidates)
 from runtime import InputError
 from rewards import build_reward_funcs, make_ranking_reward, make_semantic_reward, ndcg_penalties, rule_reward
 from tests import tiny
@@ -117,7 +118,8 @@ def _rl_args(root, paths, out, **overrides):
     return args
 
 
-def test_policy_learns_a_rewarded_item(checkpoint, tmp_path):
+@pytest.mark.parametrize("objective, beta", [("grpo", 0.0), ("listwise", 0.1)])
+def test_policy_learns_a_rewarded_item(checkpoint, tmp_path, objective, beta):
     root, paths = checkpoint
     tok = rl.load_tokenizer(root / "ckpt")
     model = rl.load_causal_lm(root / "ckpt")
@@ -133,9 +135,9 @@ def test_policy_learns_a_rewarded_item(checkpoint, tmp_path):
     before = score_completions(model, trie, probe)[:, 5].exp().mean().item()
     args = ReReConfig(
         output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_steps=8,
-        learning_rate=5e-3, beta=0.0, temperature=1.0, max_completion_length=trie.depth,
+        learning_rate=5e-3, beta=beta, temperature=1.0, max_completion_length=trie.depth,
         logging_steps=1, save_strategy="no", report_to="none", remove_unused_columns=False, seed=0,
-        bf16=False, test_during_training=False,
+        bf16=False, test_during_training=False, objective=objective,
     )
     trainer = ReReTrainer(model=model, reward_funcs=[favourite_reward], args=args,
                           train_dataset=train_data, trie=trie, processing_class=tok)
@@ -144,6 +146,46 @@ def test_policy_learns_a_rewarded_item(checkpoint, tmp_path):
     assert after > 2 * before, (before, after)
     logged = [h for h in trainer.state.log_history if "reward" in h]
     assert all("time/generation_s_per_step" in h and "frac_reward_zero_std" in h for h in logged)
+
+
+def _plain_listwise_kl(policy, target, groups):
+    """Reference: one group at a time, by the definition."""
+    losses = []
+    for g in groups.unique():
+        rows = groups == g
+        q = target[rows].softmax(0)
+        losses.append((q * (q.log() - policy[rows].log_softmax(0))).sum())
+    return torch.stack(losses).mean()
+
+
+def test_listwise_kl_matches_the_per_group_definition_and_its_gradient():
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.tensor([2, 0, 1, 2, 0, 2, 1, 0, 3])  # shuffled rows, group 3 partial (one row)
+    policy = (torch.randn(9, generator=gen) * 5).requires_grad_()
+    target = torch.randn(9, generator=gen) * 5
+    loss = listwise_kl(policy, target, groups)
+    torch.testing.assert_close(loss, _plain_listwise_kl(policy, target, groups))
+    loss.backward()
+    share = lambda x: torch.stack([x[i] - x[groups == groups[i]].logsumexp(0) for i in range(9)]).exp()
+    # d loss / d policy score = (policy share - target share) / number of groups
+    torch.testing.assert_close(policy.grad, (share(policy.detach()) - share(target)) / 4)
+    assert listwise_kl(target, target, groups).abs().item() < 1e-6  # zero at the target
+
+
+def test_rows_in_group_order_restores_each_group_of_a_shuffled_batch():
+    rows = torch.arange(12)
+    batch = {"group_ids": rows // 4, "completion_ids": torch.stack([rows, -rows], 1),
+             "advantages": rows.float(), "num_items_in_batch": torch.tensor(36)}
+    shuffle = torch.randperm(12, generator=torch.Generator().manual_seed(1))
+    shuffled = {k: (v[shuffle] if v.dim() else v) for k, v in batch.items()}
+    ordered = rows_in_group_order(shuffled)
+    assert ordered["group_ids"].tolist() == sorted(ordered["group_ids"].tolist())
+    # every row keeps its own values, and a group keeps its rows' relative order from the shuffle
+    torch.testing.assert_close(ordered["completion_ids"][:, 0], ordered["advantages"].long())
+    assert ordered["num_items_in_batch"].item() == 36
+    for g in range(3):
+        kept = ordered["advantages"][ordered["group_ids"] == g].tolist()
+        assert kept == [x for x in shuffled["advantages"].tolist() if x // 4 == g]
 
 
 def test_completion_logps_match_full_logits_reference(checkpoint, tmp_path):
@@ -230,6 +272,10 @@ def test_errors_before_training(checkpoint, tmp_path):
         rl.train(**_rl_args(root, paths, tmp_path, train_batch_size=6))
     with pytest.raises(ValueError, match="--cf_path"):
         rl.train(**_rl_args(root, paths, tmp_path, reward_type="sasrec"))
+    with pytest.raises(InputError, match="needs --beta > 0"):
+        rl.train(**_rl_args(root, paths, tmp_path, objective="listwise", beta=0.0))
+    with pytest.raises(InputError, match="--objective 'ppo'"):
+        rl.train(**_rl_args(root, paths, tmp_path, objective="ppo"))
     with pytest.raises((FileNotFoundError, InputError), match="--info_file"):
         rl.train(**_rl_args(root, paths, tmp_path, info_file=str(tmp_path / "none.txt")))
     other = tiny.make_tokenizer("gpt2_bpe")  # no SID tokens: a tokenizer from another checkpoint
