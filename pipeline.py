@@ -239,9 +239,9 @@ def build_parser():
                         help="seed of SASRec, SFT and RL (default: the profile's); the test sample keeps the "
                              "profile's test_seed so runs stay paired")
     parser.add_argument("--test_rows", type=int, default=None,
-                        help="rows of the seeded sample every model is scored on (default: the profile's, 2,000 "
-                             "for small; -1: every row of the split, e.g. all validation rows for an ablation "
-                             "that must resolve differences under 0.01)")
+                        help="rows of the seeded sample every model is scored on (default: the profile's; -1, "
+                             "small's, scores every row of the split: 9,835 on ML-100k resolve a paired HR@10 "
+                             "difference to about 0.004, a 2,000-row sample to about 0.010)")
     parser.add_argument("--data_dir", default=None,
                         help="a prepared dataset instead of the built-in MovieLens-100k: a folder with train.csv, "
                              "valid.csv, test.csv, index.json, item.json, info.txt, or the original's data/Amazon "
